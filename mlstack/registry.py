@@ -1,0 +1,230 @@
+"""Model registry workflow with aliases (never the deprecated stages).
+
+A new version gets alias `challenger`; `champion` moves to it only when its held-out metric beats
+the current champion's (or there is none). The decision and both metrics are kept as version
+tags. Registration is all-or-nothing: if any step fails, the new version is deleted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlstack.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_PREFIX = "promotion."
+
+# Names end up in URIs such as models:/wine@champion, so keep them URI-safe.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_model_name(name: str) -> str:
+    """Return `name` if it is usable in `models:/NAME@alias`, else raise UsageError."""
+    if not _MODEL_NAME.match(name or ""):
+        raise UsageError(
+            f"invalid model name {name!r}; use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit), e.g. --register-as wine"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What happened to a newly registered version."""
+
+    model_name: str
+    version: str
+    metric: str
+    greater_is_better: bool
+    candidate_value: float
+    champion_version: str | None  # the champion before this registration
+    champion_value: float | None
+    promoted: bool
+
+    def summary(self) -> str:
+        """One line for people: version, aliases, and why."""
+        head = f"registered {self.model_name} version {self.version} as {CHALLENGER}"
+        if self.champion_version is None:
+            return f"{head}; no {CHAMPION} yet, so it is now {CHAMPION}"
+        cmp = ">" if self.greater_is_better else "<"
+        theirs = f"v{self.champion_version} {self.metric}={_fmt(self.champion_value)}"
+        ours = f"{self.metric}={_fmt(self.candidate_value)}"
+        if self.promoted:
+            return f"{head}; {CHAMPION} moved to it ({ours} {cmp} {theirs})"
+        return f"{head}; {CHAMPION} stays {theirs} (new {ours} does not beat it)"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _beats(candidate: float, champion: float | None, greater_is_better: bool) -> bool:
+    if champion is None or math.isnan(champion):
+        return True
+    return candidate > champion if greater_is_better else candidate < champion
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None
+
+
+def _champion_metric(client: MlflowClient, name: str, version: str, metric: str) -> float | None:
+    """The champion's held-out metric: from its run, else from the tag we recorded."""
+    mv = client.get_model_version(name, version)
+    if mv.run_id:
+        try:
+            value = client.get_run(mv.run_id).data.metrics.get(metric)
+        except MlflowException:
+            value = None  # the run was deleted; fall back to the tag
+        if value is not None:
+            return float(value)
+    tagged = mv.tags.get(f"{TAG_PREFIX}candidate_value")
+    if mv.tags.get(f"{TAG_PREFIX}metric") == metric and tagged not in (None, "none"):
+        return float(tagged)
+    return None
+
+
+def register_and_promote(
+    model_uri: str,
+    name: str,
+    *,
+    run_id: str,
+    metric: str,
+    value: float,
+    greater_is_better: bool,
+    challenger_alias: str = CHALLENGER,
+    champion_alias: str = CHAMPION,
+    client: MlflowClient | None = None,
+) -> PromotionDecision:
+    """Register `model_uri` as a new version of `name`, alias it, and apply the promotion rule.
+
+    Returns:
+        The decision, also recorded as `promotion.*` tags on the new version.
+
+    Raises:
+        UsageError: for an invalid model name. Any failure after the version was created
+            deletes it again (and restores the previous aliases) before re-raising.
+    """
+    validate_model_name(name)
+    client = client or MlflowClient()
+    model_existed = _registered_model_exists(client, name)
+    previous_challenger = _alias_version(client, name, challenger_alias) if model_existed else None
+    champion_version = _alias_version(client, name, champion_alias) if model_existed else None
+
+    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    try:
+        champion_value = (
+            _champion_metric(client, name, champion_version, metric) if champion_version else None
+        )
+        promoted = _beats(value, champion_value, greater_is_better)
+        decision = PromotionDecision(
+            model_name=name,
+            version=mv.version,
+            metric=metric,
+            greater_is_better=greater_is_better,
+            candidate_value=value,
+            champion_version=champion_version,
+            champion_value=champion_value,
+            promoted=promoted,
+        )
+        tags = {
+            "metric": metric,
+            "candidate_value": repr(value),
+            "champion_version": champion_version or "none",
+            "champion_value": "none" if champion_value is None else repr(champion_value),
+            "decision": "promoted" if promoted else "kept-champion",
+        }
+        for key, tag_value in tags.items():
+            client.set_model_version_tag(name, mv.version, TAG_PREFIX + key, tag_value)
+        client.set_registered_model_alias(name, challenger_alias, mv.version)
+        if promoted:
+            client.set_registered_model_alias(name, champion_alias, mv.version)
+    except BaseException:
+        previous = {challenger_alias: previous_challenger, champion_alias: champion_version}
+        _rollback(client, name, mv.version, model_existed, previous)
+        raise
+    return decision
+
+
+def _registered_model_exists(client: MlflowClient, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
+
+
+def _rollback(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    model_existed: bool,
+    previous_aliases: dict[str, str | None],
+) -> None:
+    """Undo a half-done registration so the registry looks as it did before."""
+    log.warning("registration of %s version %s failed; removing it again", name, version)
+    try:
+        client.delete_model_version(name, version)  # also drops aliases pointing at it
+        for alias, old_version in previous_aliases.items():
+            if old_version is not None:
+                client.set_registered_model_alias(name, alias, old_version)
+        if not model_existed and not client.search_model_versions(f"name='{name}'"):
+            client.delete_registered_model(name)
+    except MlflowException as exc:  # keep the original error; say what is left behind
+        log.error("rollback of %s version %s incomplete: %s", name, version, exc)
+
+
+def promote(
+    name: str,
+    version: str | int,
+    *,
+    alias: str = CHAMPION,
+    client: MlflowClient | None = None,
+) -> str | None:
+    """Point `alias` of model `name` at `version` by hand.
+
+    Returns:
+        The version the alias pointed to before (None if it was unset).
+
+    Raises:
+        UsageError: unknown model, unknown version, or a malformed version/alias.
+    """
+    client = client or MlflowClient()
+    version = str(version).strip()
+    if not version.isdigit():
+        raise UsageError(f"version must be a positive integer, got {version!r}; e.g. --version 3")
+    if not _registered_model_exists(client, name):
+        known = sorted(m.name for m in client.search_registered_models())
+        listed = ", ".join(known) if known else "none registered yet"
+        raise UsageError(
+            f"registered model {name!r} not found (known: {listed}); check --name, "
+            "or train with --register-as NAME first"
+        )
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    if int(version) not in versions:
+        listed = ", ".join(map(str, versions)) or "none"
+        raise UsageError(
+            f"model {name!r} has no version {version} (versions: {listed}); pick one of those"
+        )
+    previous = _alias_version(client, name, alias)
+    try:
+        client.set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise UsageError(
+            f"cannot set alias {alias!r}: {exc.message}; choose another alias"
+        ) from exc
+    client.set_model_version_tag(name, version, f"{TAG_PREFIX}decision", f"manual-{alias}")
+    return previous

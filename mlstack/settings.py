@@ -1,0 +1,70 @@
+"""One typed settings object, read from the environment and `.env`; nothing happens on import.
+
+Every entry point builds a `Settings` once (`get_settings()`) and passes it down, so a
+value has one name (`MLSTACK_<FIELD>` in the environment) and one default, here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJ_ROOT = Path(__file__).resolve().parents[1]
+
+# The UCI red-wine CSV (Cortez et al. 2009, CC BY 4.0).
+WINE_DATA_URL = (
+    "https://archive.ics.uci.edu/ml/machine-learning-databases/wine-quality/winequality-red.csv"
+)
+
+
+class Settings(BaseSettings):
+    """Configuration shared by training, registry and serving code."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLSTACK_",
+        env_file=PROJ_ROOT / ".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MLSTACK_TRACKING_URI"),
+        description="MLflow tracking server; unset means the embedded SQLite store.",
+    )
+    store_dir: Path = Field(
+        default=PROJ_ROOT,
+        description="Where the embedded store lives: mlflow.db and mlruns/ under it.",
+    )
+    wine_data: str = Field(
+        default=WINE_DATA_URL,
+        description="Path or http(s) URL of the wine CSV used when --data is not given.",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "mlstack",
+        description="Where downloaded data is kept so it is fetched only once.",
+    )
+    download_retries: int = Field(default=3, ge=1, description="Attempts per download.")
+    download_timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+
+    @property
+    def embedded_tracking_uri(self) -> str:
+        """SQLite URI of the embedded store (the same file `mlflow ui` opens by default)."""
+        return f"sqlite:///{(self.store_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def embedded_artifact_root(self) -> Path:
+        """Directory holding the embedded store's artifacts."""
+        return (self.store_dir / "mlruns").resolve()
+
+    @property
+    def uses_embedded_store(self) -> bool:
+        """True when no tracking server is configured."""
+        return not self.tracking_uri
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment (and `.env` in the project root)."""
+    return Settings()

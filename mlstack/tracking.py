@@ -1,0 +1,192 @@
+"""MLflow tracking setup and the run lifecycle shared by every training entry point.
+
+`configure_tracking` is an explicit call (never done at import). `tracked_run` guarantees a run
+that started ends FINISHED or FAILED, never RUNNING, even on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import mlflow
+from mlflow.entities import Run
+
+from mlstack.settings import PROJ_ROOT, Settings
+
+if TYPE_CHECKING:
+    from mlstack.registry import PromotionDecision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training run: its id, final metrics, model URI and registry decision."""
+
+    run_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+    model_uri: str
+    promotion: PromotionDecision | None
+
+
+def pinned_requirements(dists: tuple[str, ...]) -> list[str]:
+    """`name==version` for each distribution as installed (the environment mirrors the pins).
+
+    Logged models list these explicitly so MLflow does not spend seconds inferring them.
+    """
+    return [f"{d}=={version(d)}" for d in dists]
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process gets SIGTERM, so cleanup code runs.
+
+    A BaseException like KeyboardInterrupt: `except Exception` blocks must not swallow it.
+    """
+
+
+def configure_tracking(settings: Settings) -> str:
+    """Point MLflow (tracking and registry) at the server, or at the embedded SQLite store.
+
+    Returns:
+        The tracking URI in use.
+    """
+    if settings.uses_embedded_store:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+        uri = settings.embedded_tracking_uri
+    else:
+        uri = str(settings.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+
+
+def ensure_experiment(name: str, settings: Settings) -> str:
+    """Get or create experiment `name` and make it active.
+
+    On the embedded store the artifact location is pinned to `<store_dir>/mlruns/<name>`;
+    MLflow's default is relative to the current directory, which scatters artifacts.
+
+    Returns:
+        The experiment id.
+    """
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if settings.uses_embedded_store:
+            location = (settings.embedded_artifact_root / _slug(name)).as_uri()
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_tags() -> dict[str, str]:
+    """Tags naming the code that ran: commit hash and whether the tree had local edits."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJ_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJ_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        # Inside a docker_env container the code is copied without .git.
+        return {"git_commit": os.environ.get("MLSTACK_GIT_COMMIT", "unknown")}
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` for the duration (main thread only)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(f"received signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def tracked_run(
+    experiment: str,
+    settings: Settings,
+    *,
+    entry_point: str,
+    run_name: str | None = None,
+) -> Iterator[Run]:
+    """Start (or, under `mlflow run`, resume) a run; end it FINISHED, or FAILED on any error.
+
+    Under `mlflow run` the run already exists (MLFLOW_RUN_ID) in the experiment chosen on the
+    `mlflow run` command line, so `experiment` is not applied there.
+    """
+    if os.environ.get("MLFLOW_RUN_ID"):
+        log.info("attaching to the run started by `mlflow run` (%s)", os.environ["MLFLOW_RUN_ID"])
+        run_name = None  # `mlflow run` named it already
+    else:
+        ensure_experiment(experiment, settings)
+    with _sigterm_raises():
+        run = mlflow.start_run(run_name=run_name)
+        try:
+            mlflow.set_tags({**git_tags(), "entry_point": entry_point})
+            yield run
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")
+
+
+def log_params_once(params: dict[str, object]) -> None:
+    """Log params the active run does not have yet.
+
+    `mlflow run` logs the MLproject parameters as typed on its command line ("-P alpha=.5");
+    logging "0.5" again under the same key would be rejected as a changed value.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_params_once needs an active run")
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def run_link(settings: Settings, run: Run) -> str:
+    """Where a person looks at the run: the server URL, or how to open the embedded UI."""
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    if settings.uses_embedded_store:
+        return f"`make ui`, then http://127.0.0.1:5000/{path}"
+    return f"{str(settings.tracking_uri).rstrip('/')}/{path}"

@@ -1,0 +1,78 @@
+"""Train the digits CNN (TensorFlow/Keras) and log it to MLflow (MLproject entry point `digits`).
+
+    .venv/bin/python train_digits.py --epochs 15 --register-as digits
+
+Without --data it uses scikit-learn's 8x8 digits (offline); --data takes a Keras-style mnist.npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlstack import cli
+
+PROG = "train_digits.py"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (ranges are checked by DigitsParams.validate)."""
+    from mlstack.digits import EXPERIMENT, DigitsParams
+
+    defaults = DigitsParams()
+    p = cli.OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs, >= 1")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="batch size, >= 1")
+    p.add_argument(
+        "--learning-rate", type=float, default=defaults.learning_rate, help="Adam step, > 0"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="MNIST-style .npz (x_train, y_train, x_test, y_test); default: sklearn 8x8 digits",
+    )
+    p.add_argument(
+        "--test-size",
+        type=float,
+        default=defaults.test_size,
+        help="held-out fraction for the 8x8 set or an .npz holding only x, y",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for split, init, shuffle")
+    p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
+    p.add_argument(
+        "--register-as",
+        metavar="NAME",
+        default=None,
+        help="register the model under NAME; alias challenger, champion if more accurate",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, train, print the run id, metrics and where to look."""
+    cli.quiet_third_party_logs()
+    args = parse_args(argv)
+    from mlstack import digits
+    from mlstack.settings import get_settings
+
+    settings = get_settings()
+    params = digits.DigitsParams(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        test_size=args.test_size,
+        seed=args.seed,
+    )
+    result = digits.train(
+        params,
+        data=args.data or None,  # MLproject passes '' for "use the default"
+        experiment=args.experiment,
+        register_as=args.register_as or None,
+        settings=settings,
+    )
+    print("\n".join(cli.summary_lines(result, settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_cli(PROG, main))
