@@ -174,7 +174,8 @@ def read_wine_csv(path: Path, source: str | None = None) -> pd.DataFrame:
     """
     origin = source or str(path)
     try:
-        frame = pd.read_csv(path, sep=_sniff_separator(path))
+        # keep_default_na=False keeps "n/a" or "" as text, so an error can quote the raw cell.
+        frame = pd.read_csv(path, sep=_sniff_separator(path), keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(

@@ -76,7 +76,7 @@ def _beats(candidate: float, champion: float | None, greater_is_better: bool) ->
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -125,6 +125,7 @@ def register_and_promote(
     champion_version = _alias_version(client, name, champion_alias) if model_existed else None
 
     mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    new_version = str(mv.version)  # stores differ: int from SQL stores, str over REST
     try:
         champion_value = (
             _champion_metric(client, name, champion_version, metric) if champion_version else None
@@ -132,7 +133,7 @@ def register_and_promote(
         promoted = _beats(value, champion_value, greater_is_better)
         decision = PromotionDecision(
             model_name=name,
-            version=mv.version,
+            version=new_version,
             metric=metric,
             greater_is_better=greater_is_better,
             candidate_value=value,
@@ -148,13 +149,13 @@ def register_and_promote(
             "decision": "promoted" if promoted else "kept-champion",
         }
         for key, tag_value in tags.items():
-            client.set_model_version_tag(name, mv.version, TAG_PREFIX + key, tag_value)
-        client.set_registered_model_alias(name, challenger_alias, mv.version)
+            client.set_model_version_tag(name, new_version, TAG_PREFIX + key, tag_value)
+        client.set_registered_model_alias(name, challenger_alias, new_version)
         if promoted:
-            client.set_registered_model_alias(name, champion_alias, mv.version)
+            client.set_registered_model_alias(name, champion_alias, new_version)
     except BaseException:
         previous = {challenger_alias: previous_challenger, champion_alias: champion_version}
-        _rollback(client, name, mv.version, model_existed, previous)
+        _rollback(client, name, new_version, model_existed, previous)
         raise
     return decision
 

@@ -133,11 +133,11 @@ def train(
     params.validate()
     if register_as is not None:
         registry.validate_model_name(register_as)
-    tracking.configure_tracking(settings)
     wine = load_wine(data, settings)
     x_train, x_test, y_train, y_test = split(wine, params)
     if len(x_test) == 0 or len(x_train) < 2:
         raise UsageError(f"--test-size {params.test_size} leaves an empty split; use 0.1-0.5")
+    tracking.configure_tracking(settings)
 
     run_name = f"elasticnet-alpha{params.alpha:g}-l1ratio{params.l1_ratio:g}"
     with tracking.tracked_run(experiment, settings, entry_point="main", run_name=run_name) as run:
@@ -152,7 +152,7 @@ def train(
             {**asdict(params), "data_source": wine.source, "n_train": len(x_train)}
         )
         mlflow.log_metrics(metrics)
-        mlflow.log_input(_dataset(wine), context="training")
+        _log_dataset(wine)
         mlflow.log_figure(
             residuals_figure(y_test, model.predict(x_test)), "plots/predicted_vs_actual.png"
         )
@@ -182,8 +182,8 @@ def train(
     )
 
 
-def _dataset(wine: WineData):
-    """The wine table as an MLflow dataset (digest + source: the URL, or the absolute path)."""
+def _log_dataset(wine: WineData) -> None:
+    """Log the wine table as the run's training dataset (digest + source: URL or absolute path)."""
     import mlflow.data
 
     source = wine.source if is_url(wine.source) else str(wine.path.resolve())
@@ -191,6 +191,7 @@ def _dataset(wine: WineData):
         # MLflow warns that integer columns cannot hold NaN (quality is an int score, never
         # missing) and that a local path matches its local source type twice; neither applies.
         warnings.simplefilter("ignore", UserWarning)
-        return mlflow.data.from_pandas(
+        dataset = mlflow.data.from_pandas(
             wine.frame, source=source, name="winequality-red", targets=WINE_TARGET
         )
+        mlflow.log_input(dataset, context="training")

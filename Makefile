@@ -1,0 +1,68 @@
+# Run `make` (or `make help`) for the list of targets. Every target that needs Python first
+# makes the virtual environment .venv/ from pyproject.toml (re-done when pyproject changes).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+UI_PORT ?= 5000
+# The embedded store: the same place mlstack.settings uses (MLSTACK_STORE_DIR, default here).
+STORE := $(abspath $(or $(MLSTACK_STORE_DIR),.))
+# Offline-friendly defaults; override on the command line, e.g. `make train DATA=path.csv`.
+DATA ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train train-digits ui test lint format clean clean-store
+
+## Show this help
+help:
+	@awk '/^## /{doc=substr($$0,4); next} /^[a-zA-Z_-]+:/{if(doc){split($$0,t,":"); printf "  \033[36m%-14s\033[0m %s\n", t[1], doc}; doc=""}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+## Create .venv/ and install the pinned dependencies (pyproject.toml)
+setup: $(STAMP)
+
+## Train the wine ElasticNet on the embedded store (DATA=path-or-url, ARGS="--alpha 0.3 ...")
+train: $(STAMP)
+	$(PY) train.py $(if $(DATA),--data "$(DATA)") $(ARGS)
+
+## Train the digits CNN on the embedded store (ARGS="--epochs 5 ...")
+train-digits: $(STAMP)
+	$(PY) train_digits.py $(ARGS)
+
+## Open the MLflow UI on the embedded store at http://127.0.0.1:5000 (UI_PORT=...)
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db \
+		--default-artifact-root $(STORE)/mlruns --host 127.0.0.1 --port $(UI_PORT)
+
+## Run the test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Lint and check formatting (ruff)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Format the code (ruff)
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## Remove caches (keeps .venv and the tracking store)
+clean:
+	rm -rf .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+## Delete the embedded tracking store (mlflow.db and mlruns/): all local runs and models
+clean-store:
+	rm -rf $(STORE)/mlflow.db $(STORE)/mlruns

@@ -1,0 +1,87 @@
+"""Helpers for tests: a generated wine-like table, running entry points as a user would
+(subprocess, real exit codes), and polling with a timeout instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlstack.data import WINE_FEATURES, WINE_TARGET
+
+PROJ_ROOT = Path(__file__).resolve().parents[1]
+SHARED_WINE_CSV = PROJ_ROOT.parent / "shared" / "data" / "winequality-red.csv"
+
+# Plausible ranges of the UCI red-wine features, so the fixture looks like the real table.
+_FEATURE_RANGES = {
+    "fixed acidity": (4.6, 15.9),
+    "volatile acidity": (0.12, 1.58),
+    "citric acid": (0.0, 1.0),
+    "residual sugar": (0.9, 15.5),
+    "chlorides": (0.012, 0.611),
+    "free sulfur dioxide": (1.0, 72.0),
+    "total sulfur dioxide": (6.0, 289.0),
+    "density": (0.990, 1.004),
+    "pH": (2.74, 4.01),
+    "sulphates": (0.33, 2.0),
+    "alcohol": (8.4, 14.9),
+}
+
+
+def make_wine_frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A wine-like table whose quality depends on alcohol, volatile acidity and sulphates."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {name: rng.uniform(lo, hi, rows).round(4) for name, (lo, hi) in _FEATURE_RANGES.items()}
+    )
+    score = (
+        0.9 * frame["alcohol"]
+        - 2.0 * frame["volatile acidity"]
+        + 1.0 * frame["sulphates"]
+        - 4.5
+        + rng.normal(0, 0.4, rows)
+    )
+    frame[WINE_TARGET] = score.round().clip(3, 8).astype(int)
+    return frame[[*WINE_FEATURES, WINE_TARGET]]
+
+
+def write_uci_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write like the UCI file: `;`-separated with a quoted header."""
+    header = ";".join(f'"{c}"' for c in frame.columns)
+    body = frame.to_csv(sep=";", index=False, header=False)
+    path.write_text(header + "\n" + body)
+    return path
+
+
+def run_entry(
+    args: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python ARGS...` from the project root as a user would; capture text output."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJ_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2
+) -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
