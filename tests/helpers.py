@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlstack.data import WINE_FEATURES, WINE_TARGET
+from mlstack.settings import Settings
 
 PROJ_ROOT = Path(__file__).resolve().parents[1]
 SHARED_WINE_CSV = PROJ_ROOT.parent / "shared" / "data" / "winequality-red.csv"
@@ -61,7 +63,7 @@ def write_uci_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def run_entry(
-    args: list[str], env: dict[str, str], timeout: float = 300
+    args: list[str], env: dict[str, str] | None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run `python ARGS...` from the project root as a user would; capture text output."""
     return subprocess.run(
@@ -85,3 +87,13 @@ def wait_for(
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def store_client(settings: Settings) -> mlflow.MlflowClient:
+    """A client on the test's embedded store for both tracking and registry.
+
+    MlflowClient(uri) alone takes its registry URI from the process-wide one, which an earlier
+    test may have pointed elsewhere.
+    """
+    uri = settings.embedded_tracking_uri
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -1,0 +1,54 @@
+"""experiment.ipynb: committed without outputs, and executes top to bottom on a temporary store."""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+import pytest
+
+from mlstack.settings import Settings
+from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV, store_client
+
+NOTEBOOK = PROJ_ROOT / "experiment.ipynb"
+
+
+def test_notebook_is_committed_without_outputs() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "the notebook has no code cells"
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_notebook_executes_on_a_temporary_store(
+    settings: Settings, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbclient import NotebookClient
+
+    # The kernel inherits this process's environment: point it at the temporary store.
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "MLSTACK_"))]:
+        monkeypatch.delenv(key)
+    for key, value in cli_env.items():
+        monkeypatch.setenv(key, value)
+    if SHARED_WINE_CSV.exists():
+        monkeypatch.setenv("MLSTACK_WINE_DATA", str(SHARED_WINE_CSV))
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(PROJ_ROOT)}}
+    ).execute()
+
+    text = "\n".join(
+        out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
+    assert f"tracking to: {settings.embedded_tracking_uri}" in text
+    assert "champion is version" in text
+    assert "curl -s http://127.0.0.1:5001/invocations" in text
+    client = store_client(settings)
+    assert len(client.search_model_versions("name='wine'")) == 3
+    assert client.get_model_version_by_alias("wine", "champion") is not None
