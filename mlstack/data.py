@@ -115,7 +115,7 @@ def download(url: str, dest: Path, *, retries: int = 3, timeout_s: float = 30.0)
                     os.replace(part, dest)
                     return dest
         except requests.RequestException as exc:
-            last_problem = f"{type(exc).__name__}: {exc}"
+            last_problem = _network_reason(exc)
         finally:
             part.unlink(missing_ok=True)
         if attempt < retries:
@@ -133,6 +133,22 @@ def download(url: str, dest: Path, *, retries: int = 3, timeout_s: float = 30.0)
         f"cannot download {url} after {retries} attempts ({last_problem}); "
         f"check the network or {DATA_FIX} with a local file"
     )
+
+
+def _network_reason(exc: Exception) -> str:
+    """A few words for a failed request; requests' own messages run to several lines."""
+    import requests
+
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return "host name not found"
+    if "Connection refused" in text:
+        return "connection refused"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS error"
+    return type(exc).__name__
 
 
 def fetch(source: str, settings: Settings) -> Path:
