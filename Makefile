@@ -13,11 +13,13 @@ STORE := $(abspath $(or $(MLSTACK_STORE_DIR),.))
 DATA ?= $(wildcard ../shared/data/winequality-red.csv)
 ARGS ?=
 PYTEST_ARGS ?=
+STACK_ARGS ?=
 
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train train-digits ui test lint format clean clean-store
+.PHONY: help setup train train-digits ui test lint format clean clean-store \
+	stack-up stack-down stack-status
 
 ## Show this help
 help:
@@ -26,7 +28,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,stack]"
 	@touch $(STAMP)
 
 ## Create .venv/ and install the pinned dependencies (pyproject.toml)
@@ -44,6 +46,18 @@ train-digits: $(STAMP)
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db \
 		--default-artifact-root $(STORE)/mlruns --host 127.0.0.1 --port $(UI_PORT)
+
+## Start the native tracking stack (PostgreSQL + S3 + MLflow server) on 127.0.0.1
+stack-up: $(STAMP)
+	$(PY) -m mlstack.stack up $(STACK_ARGS)
+
+## Stop the native stack (data is kept; STACK_ARGS=--purge deletes it)
+stack-down: $(STAMP)
+	$(PY) -m mlstack.stack down $(STACK_ARGS)
+
+## Show the native stack's processes and health
+stack-status: $(STAMP)
+	$(PY) -m mlstack.stack status $(STACK_ARGS)
 
 ## Run the test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
 test: $(STAMP)

@@ -27,7 +27,7 @@ PROMOTION_METRIC = "rmse"  # lower is better
 ELASTICNET_MAX_ITER = 10_000  # the default 1,000 stops short for small alphas on this data
 
 # What a served wine model needs (see tracking.pinned_requirements).
-MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle")
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "skops")  # skops: the format
 
 
 @dataclass(frozen=True)
