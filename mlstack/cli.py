@@ -8,10 +8,13 @@ import os
 import sys
 from collections.abc import Callable
 
+from mlflow.exceptions import MlflowException
+
 from mlstack.errors import UsageError
 from mlstack.settings import Settings
-from mlstack.tracking import Terminated, TrainResult, run_link
+from mlstack.tracking import Terminated, TrainResult, describe_server_error, run_link
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -40,6 +43,10 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own output)
         return EXIT_USAGE
+    except MlflowException as exc:
+        # The server or store failed, not the user's input: exit 1, one line, run marked FAILED.
+        print(f"{prog}: error: {describe_server_error(exc)}", file=sys.stderr)  # noqa: T201
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; a started run is marked FAILED", file=sys.stderr)  # noqa: T201
         return EXIT_INTERRUPTED

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     )
     download_retries: int = Field(default=3, ge=1, description="Attempts per download.")
     download_timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    server_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Retries of a failed tracking-server request (MLflow's own default of 7 "
+        "with doubling back-off keeps a client waiting ~4 minutes when the server is broken).",
+    )
 
     @property
     def embedded_tracking_uri(self) -> str:

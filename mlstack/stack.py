@@ -212,6 +212,18 @@ def _as_postgres_user() -> dict[str, object]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+def _check_postgres_can_reach(path: Path) -> None:
+    """As root, PostgreSQL runs as `postgres`, which must be able to traverse every parent."""
+    if os.geteuid() != 0:
+        return
+    for parent in path.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            raise StackError(
+                f"the postgres user cannot reach {path} ({parent} is not traversable by other "
+                "users); use a --state-dir outside it, e.g. under /var/tmp"
+            )
+
+
 def _chown_to_postgres(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")
@@ -421,6 +433,7 @@ class NativeStack:
     def _start_postgres(self) -> None:
         bin_dir = find_postgres_bin()
         as_pg = _as_postgres_user()
+        _check_postgres_can_reach(self.state)
         if not (self._pg_data / "PG_VERSION").exists():
             self._initdb(bin_dir, as_pg)
         socket_dir = self.state / "postgres" / "run"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import mlflow
 from mlflow.entities import Run
 
+from mlstack.errors import UsageError
 from mlstack.settings import PROJ_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -66,9 +67,43 @@ def configure_tracking(settings: Settings) -> str:
         uri = settings.embedded_tracking_uri
     else:
         uri = str(settings.tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)
+            # MLflow reads these per request; a value the user exported wins.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.server_retries))
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, with the fix, when the tracking server does not answer `/health`."""
+    import requests
+
+    fix = "start it (`make stack-up`) or unset MLFLOW_TRACKING_URI to use the embedded store"
+    try:
+        resp = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
+        raise UsageError(f"tracking server {uri} is not reachable ({reason}); {fix}") from exc
+    if resp.status_code != 200:
+        raise UsageError(f"tracking server {uri} answered /health with {resp.status_code}; {fix}")
+
+
+def describe_server_error(exc: BaseException) -> str:
+    """One line for a failed tracking-server call (MLflow's own message runs to a screenful)."""
+    text = str(exc)
+    if "too many 500 error responses" in text or "status code 500" in text:
+        if "mlflow-artifacts" in text:
+            return (
+                "the tracking server could not store an artifact (HTTP 500): its S3 artifact "
+                "store may be down; check `make stack-status` and the server log"
+            )
+        return "the tracking server failed a request (HTTP 500); check its log"
+    if "refused" in text or "Max retries exceeded" in text:
+        return "lost the connection to the tracking server; check `make stack-status`"
+    return text.strip().splitlines()[0][:300]
 
 
 def _slug(name: str) -> str:
