@@ -559,9 +559,10 @@ class NativeStack:
                 f"-dir={data}",
                 f"-ip={HOST}",
                 f"-ip.bind={HOST}",
-                f"-bucket={self.config.bucket}",
                 f"-s3.config={s3_config}",
                 "-master.telemetry=false",
+                # A missing bucket is an error to report, not to paper over (typos, wrong env).
+                "-s3.autoCreateBucket=false",
                 "-webdav=false",
                 "-admin.ui=false",
                 "-s3.port.iceberg=0",
@@ -569,7 +570,25 @@ class NativeStack:
                 *(f"-{component}.port={port}" for component, port in ports.items()),
             ],
         )
-        _wait(self._s3_problem, self.config.timeout_s, "SeaweedFS S3", self.logs / "s3.log")
+        _wait(self._s3_gateway_problem, self.config.timeout_s, "SeaweedFS S3", self.logs / "s3.log")
+        self.ensure_bucket()
+
+    def ensure_bucket(self) -> None:
+        """Create the artifact bucket unless it exists (idempotent, like compose's job).
+
+        Done here rather than with `weed mini -bucket`, which silently re-creates a deleted
+        bucket and so would hide a lost or mistyped one.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3_client().create_bucket(Bucket=self.config.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                raise StackError(f"cannot create bucket '{self.config.bucket}': {exc}") from exc
 
     def s3_client(self):
         """A boto3 S3 client with the stack's keys (for checks and tests, not for clients)."""
@@ -584,6 +603,20 @@ class NativeStack:
             region_name="us-east-1",
             config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
         )
+
+    def _s3_gateway_problem(self) -> str | None:
+        """None once the S3 gateway answers an authenticated request."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if exited := self._exited("s3"):
+            return exited
+        try:
+            self.s3_client().list_buckets()
+        except ClientError as exc:
+            return f"S3 answered {exc.response.get('Error', {}).get('Code', '?')}"
+        except BotoCoreError as exc:
+            return type(exc).__name__
+        return None
 
     def _s3_problem(self) -> str | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -621,7 +654,7 @@ class NativeStack:
         if problem:
             raise StackError(
                 f"artifact store {self.config.s3_endpoint} not usable ({problem}); "
-                "`up` creates the bucket when it starts S3, so restart S3 with `down` then `up`"
+                "`up` creates the bucket when it starts S3: run `down` then `up`"
             )
         c = self.config
         hosts = ",".join(f"{h}:{c.mlflow_port}" for h in (HOST, "localhost")) + f",{HOST},localhost"
