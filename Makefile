@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
-	stack-up stack-down stack-status
+	stack-up stack-down stack-status env
 
 ## Show this help
 help:
@@ -46,6 +46,10 @@ train-digits: $(STAMP)
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db \
 		--default-artifact-root $(STORE)/mlruns --host 127.0.0.1 --port $(UI_PORT)
+
+## Write .env with random credentials for the stack (FORCE=1 replaces an existing one)
+env:
+	$(PYTHON) -m mlstack.envfile $(if $(FORCE),--force)
 
 ## Start the native tracking stack (PostgreSQL + S3 + MLflow server) on 127.0.0.1
 stack-up: $(STAMP)
