@@ -19,7 +19,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
-	stack-up stack-down stack-status env
+	stack-up stack-down stack-status env bench-tracking
 
 ## Show this help
 help:
@@ -62,6 +62,10 @@ stack-down: $(STAMP)
 ## Show the native stack's processes and health
 stack-status: $(STAMP)
 	$(PY) -m mlstack.stack status $(STACK_ARGS)
+
+## Benchmark tracking overhead and log_batch throughput against a throwaway native stack
+bench-tracking: $(STAMP)
+	$(PY) -m benchmarks.tracking
 
 ## Run the test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
 test: $(STAMP)

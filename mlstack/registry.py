@@ -120,36 +120,41 @@ def register_and_promote(
     """
     validate_model_name(name)
     client = client or MlflowClient()
-    model_existed = _registered_model_exists(client, name)
-    previous_challenger = _alias_version(client, name, challenger_alias) if model_existed else None
-    champion_version = _alias_version(client, name, champion_alias) if model_existed else None
+    try:  # one request for existence and both aliases
+        aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+        model_existed = True
+    except MlflowException:
+        aliases, model_existed = {}, False
+    previous_challenger = aliases.get(challenger_alias)
+    champion_version = aliases.get(champion_alias)
 
-    mv = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    # Decide before registering, so the decision and both metrics go in with the version
+    # itself (one request instead of one per tag).
+    champion_value = (
+        _champion_metric(client, name, champion_version, metric) if champion_version else None
+    )
+    promoted = _beats(value, champion_value, greater_is_better)
+    tags = {
+        "run_id": run_id,
+        f"{TAG_PREFIX}metric": metric,
+        f"{TAG_PREFIX}candidate_value": repr(value),
+        f"{TAG_PREFIX}champion_version": champion_version or "none",
+        f"{TAG_PREFIX}champion_value": "none" if champion_value is None else repr(champion_value),
+        f"{TAG_PREFIX}decision": "promoted" if promoted else "kept-champion",
+    }
+    mv = mlflow.register_model(model_uri, name, tags=tags)
     new_version = str(mv.version)  # stores differ: int from SQL stores, str over REST
+    decision = PromotionDecision(
+        model_name=name,
+        version=new_version,
+        metric=metric,
+        greater_is_better=greater_is_better,
+        candidate_value=value,
+        champion_version=champion_version,
+        champion_value=champion_value,
+        promoted=promoted,
+    )
     try:
-        champion_value = (
-            _champion_metric(client, name, champion_version, metric) if champion_version else None
-        )
-        promoted = _beats(value, champion_value, greater_is_better)
-        decision = PromotionDecision(
-            model_name=name,
-            version=new_version,
-            metric=metric,
-            greater_is_better=greater_is_better,
-            candidate_value=value,
-            champion_version=champion_version,
-            champion_value=champion_value,
-            promoted=promoted,
-        )
-        tags = {
-            "metric": metric,
-            "candidate_value": repr(value),
-            "champion_version": champion_version or "none",
-            "champion_value": "none" if champion_value is None else repr(champion_value),
-            "decision": "promoted" if promoted else "kept-champion",
-        }
-        for key, tag_value in tags.items():
-            client.set_model_version_tag(name, new_version, TAG_PREFIX + key, tag_value)
         client.set_registered_model_alias(name, challenger_alias, new_version)
         if promoted:
             client.set_registered_model_alias(name, champion_alias, new_version)
