@@ -9,6 +9,7 @@ import sys
 import mlflow
 import numpy as np
 import pytest
+import requests
 
 from mlstack.stack import NativeStack
 from tests.helpers import PROJ_ROOT, run_entry
@@ -47,6 +48,18 @@ def test_wine_run_lands_in_postgres_and_s3(stack: NativeStack, server_env: dict)
 
     keys = s3_keys(stack, "artifacts/")
     assert any(k.endswith(f"{run_id}/artifacts/plots/predicted_vs_actual.png") for k in keys)
+    # Visible in the UI: the page loads and the UI's own API returns the run, also when the
+    # browser says "localhost" (MLflow 3 rejects Host headers it was not told to allow).
+    uri = stack.config.tracking_uri
+    host = f"localhost:{stack.config.mlflow_port}"
+    page = requests.get(f"{uri}/", headers={"Host": host}, timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    ui_api = requests.get(
+        f"{uri}/ajax-api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=10
+    )
+    assert ui_api.status_code == 200 and ui_api.json()["run"]["info"]["status"] == "FINISHED"
+    evil = requests.get(f"{uri}/health", headers={"Host": "evil.example:80"}, timeout=10)
+    assert evil.status_code in (400, 403)
     client = _client(stack)
     (model,) = client.search_logged_models(
         experiment_ids=[client.get_run(run_id).info.experiment_id],
