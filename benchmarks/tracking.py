@@ -142,12 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     stack = None
     uri = args.tracking_uri
     if uri is None:
-        from mlstack.stack import NativeStack, StackConfig
-        from tests.integration.conftest import free_stack_ports
+        from mlstack.stack import NativeStack, StackConfig, find_free_ports
 
         state = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
         state.chmod(0o755)
-        stack = NativeStack(StackConfig(state_dir=state, **free_stack_ports()))
+        stack = NativeStack(StackConfig(state_dir=state, **find_free_ports()))
         print(f"starting a native stack in {state} ...", flush=True)
         stack.up(echo=lambda line: print("  " + line, flush=True))
         uri = stack.config.tracking_uri

@@ -57,14 +57,11 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
 
 def summary_lines(result: TrainResult, settings: Settings) -> list[str]:
     """What a training command tells a person at the end: run id, metrics, registry, link."""
-    import mlflow
-
-    run = mlflow.get_run(result.run_id)
     metrics = " ".join(
         f"{k}={v:.4f}" for k, v in result.metrics.items() if not k.endswith("_seconds")
     )
     lines = [f"run {result.run_id} finished in experiment {result.experiment_id}", metrics]
     if result.promotion:
         lines.append(result.promotion.summary())
-    lines.append(f"look: {run_link(settings, run)}")
+    lines.append(f"look: {run_link(settings, result.experiment_id, result.run_id)}")
     return lines

@@ -176,6 +176,23 @@ class ProcessTable:
         return pid
 
 
+def find_free_ports(low: int = 20_000, high: int = 29_000) -> dict[str, int]:
+    """StackConfig port overrides that are all free now: an S3 base whose +0..+4 (and each
+    +10000 for SeaweedFS' gRPC) are free, PostgreSQL at base+5 and MLflow at base+6.
+
+    For throwaway stacks (tests, benchmarks) that must not collide with a running one.
+    """
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high, 10)
+        wanted = [base + i for i in range(7)] + [base + i + GRPC_OFFSET for i in range(5)]
+        if all(_port_free(p) for p in wanted):
+            return {"s3_port": base, "pg_port": base + 5, "mlflow_port": base + 6}
+    raise StackError(f"no free port range found between {low} and {high}")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -219,9 +219,9 @@ def log_params_once(params: dict[str, object]) -> None:
         mlflow.log_params(fresh)
 
 
-def run_link(settings: Settings, run: Run) -> str:
-    """Where a person looks at the run: the server URL, or how to open the embedded UI."""
-    path = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+def run_link(settings: Settings, experiment_id: str, run_id: str) -> str:
+    """Where a person looks at a run: the server URL, or how to open the embedded UI."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
     if settings.uses_embedded_store:
         return f"`make ui`, then http://127.0.0.1:5000/{path}"
     return f"{str(settings.tracking_uri).rstrip('/')}/{path}"

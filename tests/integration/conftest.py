@@ -8,42 +8,20 @@ with CI=true a stack that cannot start fails the run.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from mlstack.stack import GRPC_OFFSET, NativeStack, StackConfig, StackError
+from mlstack.stack import NativeStack, StackConfig, StackError, find_free_ports
 from tests.helpers import SHARED_WINE_CSV
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_stack_ports() -> dict[str, int]:
-    """Ports for one stack: PostgreSQL, MLflow, and an S3 base whose +0..+4 (and each
-    +10000 for SeaweedFS' gRPC) are all free."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20_000, 29_000, 10)
-        wanted = [base + i for i in range(7)] + [base + i + GRPC_OFFSET for i in range(5)]
-        if all(_free(p) for p in wanted):
-            return {"s3_port": base, "pg_port": base + 5, "mlflow_port": base + 6}
-    raise RuntimeError("no free port range found for the stack")
 
 
 def start_stack(state_dir: Path) -> NativeStack:
     """Start a stack in `state_dir`, or skip/fail (CI) with the reason."""
-    stack = NativeStack(StackConfig(state_dir=state_dir, **free_stack_ports(), timeout_s=120))
+    stack = NativeStack(StackConfig(state_dir=state_dir, **find_free_ports(), timeout_s=120))
     try:
         stack.up()
     except StackError as exc:
@@ -61,14 +39,21 @@ def stack_state_dir() -> Path:
     return path
 
 
+@contextmanager
+def running_stack() -> Iterator[NativeStack]:
+    """A started stack in a fresh state directory; stopped and purged afterwards."""
+    stack = start_stack(stack_state_dir())
+    try:
+        yield stack
+    finally:
+        stack.down(purge=True)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[NativeStack]:
-    """One running stack for the session's integration tests; purged afterwards."""
-    running = start_stack(stack_state_dir())
-    try:
+    """One running stack for the session's integration tests."""
+    with running_stack() as running:
         yield running
-    finally:
-        running.down(purge=True)
 
 
 def client_env(stack: NativeStack, tmp_path: Path, wine_csv: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 
 from mlstack.stack import NativeStack
 from tests.helpers import run_entry
-from tests.integration.conftest import client_env, pg_rows, stack_state_dir, start_stack
+from tests.integration.conftest import client_env, pg_rows, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +22,8 @@ STACK_CLI = ["-m", "mlstack.stack"]
 @pytest.fixture(scope="module")
 def doomed() -> Iterator[NativeStack]:
     """A stack of this module's own: these tests break it on purpose."""
-    stack = start_stack(stack_state_dir())
-    try:
+    with running_stack() as stack:
         yield stack
-    finally:
-        stack.down(purge=True)
 
 
 def _timed(args: list[str], env: dict | None = None):

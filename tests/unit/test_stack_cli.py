@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mlstack.stack import find_free_ports
 from tests.helpers import run_entry
-from tests.integration.conftest import free_stack_ports
 
 STACK = ["-m", "mlstack.stack"]
 
@@ -33,7 +33,7 @@ def test_taken_port_is_named_with_its_flag(state: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        others = free_stack_ports()  # so only the taken one can be the complaint
+        others = find_free_ports()  # so only the taken one can be the complaint
         args = ["--pg-port", str(others["pg_port"]), "--s3-port", str(others["s3_port"])]
         proc = run_entry(
             [*STACK, "up", "--state-dir", str(state), "--mlflow-port", str(port), *args], None
