@@ -1,0 +1,60 @@
+"""The tracking server image from stack/mlflow-server builds on a real engine and answers HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+import requests
+
+from tests.docker.engine import docker
+from tests.helpers import PROJ_ROOT
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "mlstack-mlflow-server:3.17.2"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_server_image_builds_runs_as_non_root_and_answers(docker_engine: str) -> None:
+    build = docker(
+        "build", "-q", "-f", "stack/mlflow-server/Dockerfile", "-t", IMAGE, str(PROJ_ROOT),
+        timeout=900,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    config = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]
+    assert config["User"] == "10001"
+    assert not [e for e in config["Env"] if e.split("=")[0].endswith(("PASSWORD", "SECRET_KEY"))]
+
+    port = _free_port()
+    name = f"mlstack-server-test-{port}"
+    run = docker(
+        "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:5000", IMAGE,
+        "mlflow", "server", "--host", "0.0.0.0", "--port", "5000",
+        "--backend-store-uri", "sqlite:////tmp/mlflow.db",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    try:
+        deadline = time.monotonic() + 120
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert health is not None and health.status_code == 200, docker("logs", name).stderr
+        ui = requests.get(
+            f"http://127.0.0.1:{port}/", headers={"Host": f"localhost:{port}"}, timeout=10
+        )
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+        assert docker("exec", name, "id", "-u").stdout.strip() == "10001"
+    finally:
+        docker("rm", "-f", name)
