@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -13,7 +14,7 @@ from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.settings import Settings
 from mlstack.tracking import TrainResult
-from tests.helpers import SHARED_WINE_CSV
+from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV
 
 
 @pytest.fixture
@@ -31,7 +32,11 @@ def test_run_records_params_metrics_tags_dataset_plot_and_model(
     for key in ("rmse", "mae", "r2", "train_rmse"):
         assert run.data.metrics[key] == pytest.approx(finished.metrics[key])
     assert run.data.tags["entry_point"] == "main"
-    assert run.data.tags["git_commit"]  # a hash in a checkout, "unknown" elsewhere
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJ_ROOT, capture_output=True, text=True
+    )
+    expected = head.stdout.strip() if head.returncode == 0 else "unknown"
+    assert run.data.tags["git_commit"] == expected
 
     (dataset_input,) = run.inputs.dataset_inputs
     assert (
