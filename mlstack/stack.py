@@ -360,7 +360,7 @@ class NativeStack:
                 continue
             started = time.monotonic()
             echo(f"{name:9} starting ...")
-            getattr(self, f"_start_{name}")()
+            self.start_service(name)
             echo(f"{name:9} ready in {time.monotonic() - started:.1f}s")
 
     def down(self, purge: bool = False, echo: Callable[[str], None] = log.info) -> None:
@@ -410,7 +410,12 @@ class NativeStack:
 
     def start_service(self, name: str) -> None:
         """Start one service (which must be stopped) and wait until it is healthy."""
-        getattr(self, f"_start_{name}")()
+        starters = {
+            "postgres": self._start_postgres,
+            "s3": self._start_s3,
+            "mlflow": self._start_mlflow,
+        }
+        starters[name]()
 
     def status(self) -> dict[str, str]:
         """Per service: 'running (pid N) ...' plus its health, or 'stopped'."""

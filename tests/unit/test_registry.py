@@ -80,28 +80,24 @@ def test_failed_registration_is_rolled_back(settings: Settings) -> None:
     result = _train(settings, alpha=0.5)
     configure_tracking(settings)
     client = mlflow.MlflowClient()
-    with pytest.raises(MlflowException, match="reserved"):
+
+    def register(name: str, **aliases: str) -> None:
         registry.register_and_promote(
             result.model_uri,
-            "wine",
+            name,
             run_id=result.run_id,
             metric="rmse",
             value=0.1,
             greater_is_better=False,
-            champion_alias="v1",  # reserved: set_registered_model_alias refuses it
+            **aliases,
         )
+
+    with pytest.raises(MlflowException, match="reserved"):
+        register("wine", champion_alias="v1")  # reserved: set_registered_model_alias refuses it
     versions = client.search_model_versions("name='wine'")
     assert [str(v.version) for v in versions] == ["1"]
     assert _aliases("wine") == {"champion": "1", "challenger": "1"}
 
     with pytest.raises(MlflowException, match="reserved"):
-        registry.register_and_promote(
-            result.model_uri,
-            "fresh",
-            run_id=result.run_id,
-            metric="rmse",
-            value=0.1,
-            greater_is_better=False,
-            challenger_alias="latest",
-        )
+        register("fresh", challenger_alias="latest")
     assert [m.name for m in client.search_registered_models()] == ["wine"]
