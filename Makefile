@@ -14,12 +14,21 @@ DATA ?= $(wildcard ../shared/data/winequality-red.csv)
 ARGS ?=
 PYTEST_ARGS ?=
 STACK_ARGS ?=
+# Images (root Dockerfile). The commit and whether the tree had uncommitted changes go into the
+# image, so `mlflow run` can refuse code from another commit (mlstack/provenance.py).
+IMAGE ?= mlstack-train
+DEV_IMAGE ?= mlstack-dev
+SOURCE_COMMIT = $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
+SOURCE_DIRTY = $(if $(shell git status --porcelain 2>/dev/null),true,false)
+BUILD_ARGS = --build-arg SOURCE_COMMIT=$(SOURCE_COMMIT) --build-arg SOURCE_DIRTY=$(SOURCE_DIRTY)
+# `make run P="alpha=0.5 l1_ratio=0.2"`: MLflow project parameters; ARGS: more `mlflow run` flags.
+P ?=
 
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
-	stack-up stack-down stack-status env bench-tracking
+	stack-up stack-down stack-status env bench-tracking image dev-image run
 
 ## Show this help
 help:
@@ -46,6 +55,18 @@ train-digits: $(STAMP)
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db \
 		--default-artifact-root $(STORE)/mlruns --host 127.0.0.1 --port $(UI_PORT)
+
+## Build the docker_env image mlstack-train that `mlflow run .` runs (needs Docker)
+image:
+	docker build $(BUILD_ARGS) --target train -t $(IMAGE) .
+
+## Build the dev image mlstack-dev (SSH key-only, JupyterLab, git)
+dev-image:
+	docker build $(BUILD_ARGS) --target dev -t $(DEV_IMAGE) .
+
+## Rebuild the image, then `mlflow run .` in it on the host network (P="alpha=0.5", ARGS=...)
+run: $(STAMP) image
+	$(VENV)/bin/mlflow run . -A network=host $(foreach p,$(P),-P $(p)) $(ARGS)
 
 ## Write .env with random credentials for the stack (FORCE=1 replaces an existing one)
 env:

@@ -22,6 +22,7 @@ import mlflow
 from mlflow.entities import Run
 
 from mlstack.errors import UsageError
+from mlstack.provenance import image_code_tags
 from mlstack.settings import PROJ_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -188,7 +189,8 @@ def tracked_run(
     Under `mlflow run` the run already exists (MLFLOW_RUN_ID) in the experiment chosen on the
     `mlflow run` command line, so `experiment` is not applied there.
     """
-    if os.environ.get("MLFLOW_RUN_ID"):
+    attached = bool(os.environ.get("MLFLOW_RUN_ID"))
+    if attached:
         log.info("attaching to the run started by `mlflow run` (%s)", os.environ["MLFLOW_RUN_ID"])
         run_name = None  # `mlflow run` named it already
     else:
@@ -196,7 +198,8 @@ def tracked_run(
     with _sigterm_raises():
         run = mlflow.start_run(run_name=run_name)
         try:
-            mlflow.set_tags({**git_tags(), "entry_point": entry_point})
+            image_tags = image_code_tags(os.environ, run.data.tags) if attached else {}
+            mlflow.set_tags({**git_tags(), **image_tags, "entry_point": entry_point})
             yield run
         except BaseException:
             mlflow.end_run(status="FAILED")

@@ -14,6 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 
 from mlstack.data import WINE_FEATURES, WINE_TARGET
 from mlstack.settings import Settings
@@ -97,3 +98,26 @@ def store_client(settings: Settings) -> mlflow.MlflowClient:
     """
     uri = settings.embedded_tracking_uri
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def scoring_requests(frame: pd.DataFrame) -> dict[str, dict]:
+    """The JSON bodies MLflow's /invocations accepts for a table, by form (README's curl lines)."""
+    split = frame.to_dict(orient="split")
+    del split["index"]
+    return {
+        "dataframe_split": {"dataframe_split": split},
+        "dataframe_records": {"dataframe_records": frame.to_dict(orient="records")},
+        "inputs": {"inputs": frame.to_dict(orient="list")},
+    }
+
+
+def wait_for_http(url: str, timeout: float, what: str) -> None:
+    """Wait until GET `url` answers 200."""
+
+    def ok() -> bool:
+        try:
+            return requests.get(url, timeout=3).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(ok, timeout, what, interval=0.5)

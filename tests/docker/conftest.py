@@ -1,16 +1,55 @@
 """Docker tier: a real engine started by tests/docker/engine.py. No mocks.
 
 Outside CI a machine where the engine cannot start skips this tier with one line saying why;
-with CI=true that is a failure.
+with CI=true that is a failure. Images are built once per session, the way `make image`,
+`make dev-image` and compose build them.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from mlstack.stack import NativeStack
 from tests.docker import engine
+from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV, make_wine_frame, write_uci_csv
+from tests.integration.conftest import running_stack
+
+TRAIN_IMAGE = "mlstack-train"
+DEV_IMAGE = "mlstack-dev"
+SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def source_commit() -> tuple[str, str]:
+    """(HEAD commit, "true"/"false" for uncommitted changes) of the checkout, as `make image`."""
+    git = ["git", "-C", str(PROJ_ROOT)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    return head.stdout.strip(), str(bool(status.stdout.strip())).lower()
+
+
+def build(tag: str, *args: str) -> str:
+    """`docker build` from the project root with the source commit; fail the test on error."""
+    commit, dirty = source_commit()
+    proc = engine.docker(
+        "build", "-q", "--build-arg", f"SOURCE_COMMIT={commit}",
+        "--build-arg", f"SOURCE_DIRTY={dirty}", "-t", tag, *args, str(PROJ_ROOT),
+        timeout=1500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tag
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +62,46 @@ def docker_engine() -> str:
             pytest.fail(f"CI=true and the Docker engine could not start: {exc}")
         pytest.skip(f"no Docker engine here: {exc}")
     return engine.DOCKER_HOST
+
+
+@pytest.fixture(scope="session")
+def train_image(docker_engine: str) -> str:
+    """mlstack-train, as `make image` builds it."""
+    return build(TRAIN_IMAGE, "--target", "train")
+
+
+@pytest.fixture(scope="session")
+def dev_image(train_image: str) -> str:
+    """mlstack-dev, as `make dev-image` builds it."""
+    return build(DEV_IMAGE, "--target", "dev")
+
+
+@pytest.fixture(scope="session")
+def server_image(docker_engine: str) -> str:
+    """The tracking server image of the compose stack."""
+    return build(SERVER_IMAGE, "-f", "stack/mlflow-server/Dockerfile")
+
+
+@pytest.fixture(scope="session")
+def native_stack(docker_engine: str) -> Iterator[NativeStack]:
+    """The native tracking stack (PostgreSQL, S3, MLflow server) on the host's 127.0.0.1."""
+    with running_stack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A directory containers can read (uid 1000), holding winequality-red.csv: the team's
+    real copy when ../shared has it, else a synthetic one in the same format."""
+    path = tmp_path_factory.mktemp("container-data")
+    for p in (path, *path.parents):
+        if p == Path("/") or p.stat().st_mode & 0o005 == 0o005:
+            break
+        p.chmod(p.stat().st_mode | 0o005)  # pytest's base temp is 0700
+    csv = path / "winequality-red.csv"
+    if SHARED_WINE_CSV.exists():
+        csv.write_bytes(SHARED_WINE_CSV.read_bytes())
+    else:
+        write_uci_csv(make_wine_frame(), csv)
+    csv.chmod(0o644)
+    return path

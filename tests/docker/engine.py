@@ -4,7 +4,8 @@
     python -m tests.docker.engine down    # stop the dockerd this started (its data is kept)
 
 The build machines reach no image registry, so `python:3.11-slim` is replaced by a stand-in
-built from Debian packages (debootstrap: Python 3.11 + a venv on PATH) that carries the host's
+built from Debian packages (debootstrap: Python 3.11 + a venv at /usr/local, so `python`, `pip`
+and installed scripts sit in /usr/local/bin as in the real image) that carries the host's
 CA bundle, because pip's TLS goes through an intercepting proxy here. Stand-ins are test-only:
 real users pull the real images. Everything lives under one root (default
 /var/tmp/mlstack-docker): data root, exec root, socket, pid file, logs.
@@ -128,13 +129,13 @@ def build_stand_in() -> None:
     if proc.returncode != 0:
         raise EngineError(f"debootstrap failed: {proc.stderr.strip()[-300:]}")
     shutil.copy(HOST_CA_BUNDLE, rootfs / "usr/local/share/host-ca-bundle.crt")
-    proc = _run(["chroot", str(rootfs), "python3", "-m", "venv", "/opt/venv"], timeout=300)
+    proc = _run(["chroot", str(rootfs), "python3", "-m", "venv", "/usr/local"], timeout=300)
     if proc.returncode != 0:
         raise EngineError(f"venv in the stand-in failed: {proc.stderr.strip()[-300:]}")
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
         shutil.rmtree(rootfs / leftover, ignore_errors=True)
     changes = [
-        "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "ENV PIP_CERT=/usr/local/share/host-ca-bundle.crt",
         "ENV SSL_CERT_FILE=/usr/local/share/host-ca-bundle.crt",
         "ENV LANG=C.UTF-8",

@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 import requests
 
+from tests.docker.conftest import free_port
 from tests.docker.engine import docker
-from tests.helpers import PROJ_ROOT
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "mlstack-mlflow-server:3.17.2"
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_server_image_builds_runs_as_non_root_and_answers(docker_engine: str) -> None:
-    build = docker(
-        "build", "-q", "-f", "stack/mlflow-server/Dockerfile", "-t", IMAGE, str(PROJ_ROOT),
-        timeout=900,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-2000:]
-    config = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]
+def test_server_image_builds_runs_as_non_root_and_answers(server_image: str) -> None:
+    config = json.loads(docker("image", "inspect", server_image).stdout)[0]["Config"]
     assert config["User"] == "10001"
     assert not [e for e in config["Env"] if e.split("=")[0].endswith(("PASSWORD", "SECRET_KEY"))]
 
-    port = _free_port()
+    port = free_port()
     name = f"mlstack-server-test-{port}"
     run = docker(
-        "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:5000", IMAGE,
+        "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:5000", server_image,
         "mlflow", "server", "--host", "0.0.0.0", "--port", "5000",
         "--backend-store-uri", "sqlite:////tmp/mlflow.db",
     )  # fmt: skip

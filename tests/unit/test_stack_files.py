@@ -78,7 +78,9 @@ def test_compose_renders_with_loopback_ports_and_health_gates(env_file: Path) ->
     assert "--allowed-hosts" in " ".join(services["mlflow"]["command"])
 
 
-@pytest.mark.parametrize(("profile", "service"), [("auth", "mlflow-auth"), ("minio", "minio")])
+@pytest.mark.parametrize(
+    ("profile", "service"), [("auth", "mlflow-auth"), ("minio", "minio"), ("dev", "dev")]
+)
 def test_optional_profiles_render(env_file: Path, profile: str, service: str) -> None:
     proc = _compose_config(env_file, "--profile", profile)
     assert proc.returncode == 0, proc.stderr
@@ -118,3 +120,14 @@ def test_server_image_mirrors_the_pins() -> None:
     lines = (PROJ_ROOT / "stack/mlflow-server/requirements.txt").read_text().splitlines()
     image = dict(ln.split("==") for ln in lines if ln and not ln.startswith("#"))
     assert image == {k: pins[k] for k in ("mlflow", "psycopg2-binary", "boto3")}
+
+
+def test_devcontainer_opens_the_compose_dev_service(env_file: Path) -> None:
+    spec = json.loads((PROJ_ROOT / ".devcontainer/devcontainer.json").read_text())
+    proc = _compose_config(env_file, "--profile", "dev")
+    assert proc.returncode == 0, proc.stderr
+    dev = json.loads(proc.stdout)["services"][spec["service"]]
+    assert spec["workspaceFolder"] in {v["target"] for v in dev["volumes"]}
+    assert dev["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert {p["target"]: p["host_ip"] for p in dev["ports"]} == {22: "127.0.0.1", 8888: "127.0.0.1"}
+    assert dev["build"]["target"] == "dev"

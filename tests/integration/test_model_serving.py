@@ -1,0 +1,89 @@
+"""`mlflow models serve` on registry models from the tracking server, as the README shows it:
+every JSON form of /invocations returns what in-process `predict` returns; the digits CNN
+answers image tensors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from mlstack.data import WINE_FEATURES, load_digits_data, read_wine_csv
+from mlstack.stack import find_free_ports
+from tests.helpers import run_entry, scoring_requests, wait_for_http
+from tests.integration.conftest import client_env
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+
+
+def register(env: dict[str, str], script: str, name: str, *args: str) -> str:
+    """Train with `--register-as name` (first version: champion); return the model URI."""
+    proc = run_entry([script, "--register-as", name, *args], env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return f"models:/{name}@champion"
+
+
+@contextmanager
+def serve(model_uri: str, env: dict[str, str]) -> Iterator[str]:
+    """`mlflow models serve -m URI --env-manager local` on a free port; yields its base URL."""
+    port = find_free_ports()["mlflow_port"]
+    # mlflow starts `bash -c "exec uvicorn ..."`: the environment's bin/ must be on PATH.
+    env = env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ping", 120, f"mlflow models serve {model_uri}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def wine_model(stack, tmp_path_factory, wine_csv) -> tuple[str, pd.DataFrame, dict[str, str]]:
+    env = client_env(stack, tmp_path_factory.mktemp("serve"), wine_csv)
+    uri = register(env, "train.py", f"wine-serve-{uuid.uuid4().hex[:6]}")
+    frame = read_wine_csv(Path(env["MLSTACK_WINE_DATA"]))[list(WINE_FEATURES)].head(5)
+    return uri, frame, env
+
+
+def test_mlflow_models_serve_answers_every_json_form(wine_model) -> None:
+    uri, frame, env = wine_model
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    expected = mlflow.pyfunc.load_model(uri).predict(frame)
+    with serve(uri, env) as url:
+        for form, body in scoring_requests(frame).items():
+            answer = requests.post(f"{url}/invocations", json=body, timeout=30)
+            assert answer.status_code == 200, (form, answer.text)
+            assert answer.json()["predictions"] == pytest.approx(list(expected), abs=1e-12), form
+
+
+def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
+    env = client_env(stack, tmp_path, tmp_path / "unused.csv")
+    uri = register(env, "train_digits.py", f"digits-serve-{uuid.uuid4().hex[:6]}", "--epochs", "2")
+    images = load_digits_data(None, test_size=0.25, seed=42).x_test[:4]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    expected = np.asarray(mlflow.pyfunc.load_model(uri).predict(images))
+    with serve(uri, env) as url:
+        answer = requests.post(f"{url}/invocations", json={"inputs": images.tolist()}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        got = np.asarray(answer.json()["predictions"])
+        assert got.shape == (4, 10)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
