@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,9 @@ DOCKER_HOST = f"unix://{SOCKET}"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 STAND_IN = "python:3.11-slim"
+# `mlflow models build-docker --env-manager local` starts FROM python:<the model's exact Python
+# version>-slim, the version of the interpreter that logged the model: this one.
+STAND_IN_ALIASES = (f"python:{platform.python_version()}-slim",)
 STAND_IN_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
 
 
@@ -118,6 +122,7 @@ def stop() -> None:
 def build_stand_in() -> None:
     """Build the `python:3.11-slim` stand-in unless the engine already has it."""
     if docker("image", "inspect", STAND_IN, timeout=30).returncode == 0:
+        _tag_aliases()
         return
     rootfs = ROOT / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
@@ -152,6 +157,14 @@ def build_stand_in() -> None:
     shutil.rmtree(rootfs, ignore_errors=True)
     if imported.returncode != 0:
         raise EngineError(f"docker import failed: {imported.stderr.strip()[-300:]}")
+    _tag_aliases()
+
+
+def _tag_aliases() -> None:
+    for alias in STAND_IN_ALIASES:
+        tagged = docker("tag", STAND_IN, alias, timeout=30)
+        if tagged.returncode != 0:
+            raise EngineError(f"docker tag {alias} failed: {tagged.stderr.strip()[-300:]}")
 
 
 def up() -> None:
