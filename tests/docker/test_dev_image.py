@@ -25,7 +25,7 @@ pytestmark = pytest.mark.docker
 JUPYTER_TOKEN = uuid.uuid4().hex
 
 
-def _ssh_options(key: Path, port: int) -> list[str]:
+def ssh_options(key: Path, port: int) -> list[str]:
     return [
         "-i", str(key), "-p", str(port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -36,7 +36,7 @@ def _ssh_options(key: Path, port: int) -> list[str]:
 def ssh(key: Path, port: int, user: str, command: str, *extra: str, timeout: float = 300):
     """Run `command` over SSH in the dev container; returns the completed process."""
     return subprocess.run(
-        ["ssh", *_ssh_options(key, port), *extra, f"{user}@127.0.0.1", command],
+        ["ssh", *ssh_options(key, port), *extra, f"{user}@127.0.0.1", command],
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 

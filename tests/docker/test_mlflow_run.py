@@ -34,9 +34,8 @@ MLFLOW = str(Path(sys.executable).parent / "mlflow")
 @pytest.fixture
 def env(native_stack: NativeStack, tmp_path: Path, data_dir: Path) -> dict[str, str]:
     """A host shell with MLFLOW_TRACKING_URI set to the stack, and the private engine."""
-    return client_env(native_stack, tmp_path, data_dir / "winequality-red.csv") | {
-        "DOCKER_HOST": DOCKER_HOST
-    }
+    env = client_env(native_stack.config.tracking_uri, tmp_path, data_dir / "winequality-red.csv")
+    return env | {"DOCKER_HOST": DOCKER_HOST}
 
 
 def mlflow_run(uri: str, env: dict[str, str], data_dir: Path, *args: str, timeout: float = 600):

@@ -28,7 +28,7 @@ SERVING_IMAGE = "wine-serve"
 def test_build_docker_image_serves_the_champion(
     docker_engine: str, native_stack: NativeStack, data_dir: Path, tmp_path: Path
 ) -> None:
-    env = client_env(native_stack, tmp_path, data_dir / "winequality-red.csv")
+    env = client_env(native_stack.config.tracking_uri, tmp_path, data_dir / "winequality-red.csv")
     env["DOCKER_HOST"] = DOCKER_HOST
     name = f"wine-docker-{uuid.uuid4().hex[:6]}"
     trained = run_entry(["train.py", "--register-as", name], env)

@@ -56,7 +56,7 @@ def stack() -> Iterator[NativeStack]:
         yield running
 
 
-def client_env(stack: NativeStack, tmp_path: Path, wine_csv: Path) -> dict[str, str]:
+def client_env(tracking_uri: str, tmp_path: Path, wine_csv: Path) -> dict[str, str]:
     """What a client process gets: MLFLOW_TRACKING_URI and nothing about S3 or the database."""
     env = {
         k: v
@@ -64,7 +64,7 @@ def client_env(stack: NativeStack, tmp_path: Path, wine_csv: Path) -> dict[str, 
         if not k.startswith(("MLFLOW_", "MLSTACK_", "AWS_", "POSTGRES", "S3_"))
     }
     env.update(
-        MLFLOW_TRACKING_URI=stack.config.tracking_uri,
+        MLFLOW_TRACKING_URI=tracking_uri,
         MLFLOW_DISABLE_TELEMETRY="true",
         MLSTACK_WINE_DATA=str(SHARED_WINE_CSV if SHARED_WINE_CSV.exists() else wine_csv),
         MLSTACK_CACHE_DIR=str(tmp_path / "cache"),
@@ -76,7 +76,7 @@ def client_env(stack: NativeStack, tmp_path: Path, wine_csv: Path) -> dict[str, 
 @pytest.fixture
 def server_env(stack: NativeStack, tmp_path: Path, wine_csv: Path) -> dict[str, str]:
     """Client environment for the session stack."""
-    return client_env(stack, tmp_path, wine_csv)
+    return client_env(stack.config.tracking_uri, tmp_path, wine_csv)
 
 
 def pg_rows(stack: NativeStack, sql: str, *args: object) -> list[tuple]:

