@@ -11,6 +11,7 @@ fix. Code that came with the run (`--build-image`, which copies the checkout int
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -51,3 +52,24 @@ def image_code_tags(
             image_commit[:12],
         )
     return {"mlstack.image.commit": image_commit, "mlstack.image.dirty": str(dirty).lower()}
+
+
+def check_container_store(env: Mapping[str, str], tracking_uri: str) -> None:
+    """In the project image, refuse an embedded store the container cannot write.
+
+    `mlflow run` without MLFLOW_TRACKING_URI mounts the host's SQLite store into the container,
+    owned by the host user; the container's dockeruser (uid 1000) can write it only when that
+    is also the host user's uid. Fail before the run is touched, with the fix.
+    """
+    if not env.get("MLSTACK_IMAGE_CODE_DIR") or not tracking_uri.startswith("sqlite:"):
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not db.is_absolute():
+        db = Path.cwd() / db
+    target = db if db.exists() else db.parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(
+            f"the container cannot write the embedded store {db} (it belongs to another user): "
+            "start a tracking server (make stack-up), export MLFLOW_TRACKING_URI="
+            "http://127.0.0.1:5000 and pass -A network=host, or run python train.py natively"
+        )

@@ -22,7 +22,7 @@ import mlflow
 from mlflow.entities import Run
 
 from mlstack.errors import UsageError
-from mlstack.provenance import image_code_tags
+from mlstack.provenance import check_container_store, image_code_tags
 from mlstack.settings import PROJ_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -192,6 +192,7 @@ def tracked_run(
     attached = bool(os.environ.get("MLFLOW_RUN_ID"))
     if attached:
         log.info("attaching to the run started by `mlflow run` (%s)", os.environ["MLFLOW_RUN_ID"])
+        check_container_store(os.environ, mlflow.get_tracking_uri())
         run_name = None  # `mlflow run` named it already
     else:
         ensure_experiment(experiment, settings)

@@ -10,6 +10,7 @@ container.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -150,3 +151,26 @@ def test_digits_entry_point_in_the_image(train_image: str, env: dict[str, str], 
     run = only_run(env, experiment)
     assert run.info.status == "FINISHED" and run.data.params["epochs"] == "2"
     assert run.data.metrics["test_accuracy"] > 0.8
+
+
+def test_without_a_server_the_embedded_store_is_refused_or_used(
+    train_image: str, data_dir: Path, tmp_path: Path
+) -> None:
+    # A clean clone as the working directory, so MLflow's default store lands there.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(PROJ_ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    env |= {"DOCKER_HOST": DOCKER_HOST, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run(
+        [MLFLOW, "run", ".", "-A", "network=host", "-A", f"volume={data_dir}:/data:ro",
+         "-P", "data=/data/winequality-red.csv"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{clone}/mlflow.db")
+    (run,) = client.search_runs(["0"])
+    if os.geteuid() == 1000:  # the container's uid owns the store: it simply works
+        assert proc.returncode == 0 and run.info.status == "FINISHED", proc.stderr[-2000:]
+        return
+    assert proc.returncode != 0
+    assert "cannot write the embedded store" in proc.stderr and "make stack-up" in proc.stderr
+    assert run.info.status == "FAILED"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlstack.errors import UsageError
-from mlstack.provenance import GIT_COMMIT_TAG, image_code_tags
+from mlstack.provenance import GIT_COMMIT_TAG, check_container_store, image_code_tags
 
 HEAD = "a" * 40
 OLD = "b" * 40
@@ -46,3 +46,13 @@ def test_code_that_came_with_the_run_is_not_checked(tmp_path) -> None:
 
 def test_outside_the_image_nothing_is_checked(tmp_path) -> None:
     assert image_code_tags({}, {GIT_COMMIT_TAG: HEAD}, tmp_path) == {}
+
+
+def test_the_store_check_applies_only_to_an_embedded_store_in_the_image(tmp_path) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_text("")
+    env = _image_env(HEAD, tmp_path)
+    check_container_store(env, f"sqlite:///{db}")  # writable: fine
+    check_container_store({}, "sqlite:////nonexistent/mlflow.db")  # not in the image: no check
+    check_container_store(env, "http://127.0.0.1:5000")  # a server: no check
+    # The refusal itself needs a store owned by another user: tests/docker/test_mlflow_run.py.
