@@ -105,3 +105,21 @@ def data_dir(tmp_path_factory) -> Path:
         write_uci_csv(make_wine_frame(), csv)
     csv.chmod(0o644)
     return path
+
+
+@pytest.fixture(scope="session")
+def client_key(tmp_path_factory) -> Path:
+    """A fresh ed25519 key pair for SSH logins (the .pub file sits beside it)."""
+    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first Docker test also pays for the engine and the image builds (its fixtures):
+    from nothing that is about 10 minutes on our 2-core machines, over the suite's per-test
+    limit, so this tier gets a longer one."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(2400))

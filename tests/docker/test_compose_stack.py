@@ -24,7 +24,7 @@ from mlstack import envfile
 from tests.docker.conftest import free_port
 from tests.docker.engine import DOCKER_HOST, docker
 from tests.docker.test_dev_image import ssh, ssh_options
-from tests.docker.test_mlflow_run import mlflow_run, only_run
+from tests.docker.test_mlflow_run import run_wine_in_the_image
 from tests.helpers import PROJ_ROOT, compose_binary, run_entry, wait_for, wait_for_http
 from tests.integration.conftest import client_env
 
@@ -57,13 +57,6 @@ def third_party_standins(docker_engine: str) -> None:
                 timeout=900,
             )  # fmt: skip
             assert built.returncode == 0, built.stderr[-2000:]
-
-
-@pytest.fixture(scope="module")
-def client_key(tmp_path_factory) -> Path:
-    key = tmp_path_factory.mktemp("compose-ssh") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    return key
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +127,7 @@ def test_host_run_lands_in_postgres_and_the_bucket(compose_stack, tmp_path, data
 
 def test_mlflow_run_against_the_compose_stack(compose_stack, train_image, tmp_path, data_dir):
     env = _tracking_env(compose_stack, tmp_path, data_dir)
-    experiment = f"compose-{uuid.uuid4().hex[:6]}"
-    proc = mlflow_run(
-        ".", env, data_dir, "--experiment-name", experiment,
-        "-P", "alpha=0.5", "-P", "data=/data/winequality-red.csv",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = only_run(env, experiment)
-    assert run.info.status == "FINISHED" and run.data.params["alpha"] == "0.5"
+    run_wine_in_the_image(env, data_dir, f"compose-{uuid.uuid4().hex[:6]}")
 
 
 def test_ssh_into_the_dev_service_and_train(compose_stack, client_key, data_dir) -> None:

@@ -42,13 +42,6 @@ def ssh(key: Path, port: int, user: str, command: str, *extra: str, timeout: flo
 
 
 @pytest.fixture(scope="module")
-def client_key(tmp_path_factory) -> Path:
-    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    return key
-
-
-@pytest.fixture(scope="module")
 def network(docker_engine: str) -> Iterator[str]:
     name = f"mlstack-test-{uuid.uuid4().hex[:8]}"
     assert docker("network", "create", name).returncode == 0

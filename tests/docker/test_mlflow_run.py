@@ -53,10 +53,8 @@ def only_run(env: dict[str, str], experiment: str) -> mlflow.entities.Run:
     return run
 
 
-def test_mlflow_run_dot_in_the_image_matches_the_native_run(
-    train_image: str, env: dict[str, str], data_dir: Path
-) -> None:
-    experiment = f"docker-{uuid.uuid4().hex[:8]}"
+def run_wine_in_the_image(env: dict[str, str], data_dir: Path, experiment: str):
+    """`mlflow run . -A network=host -P alpha=0.5` on the mounted data; the FINISHED run."""
     proc = mlflow_run(
         ".", env, data_dir, "--experiment-name", experiment,
         "-P", "alpha=0.5", "-P", "data=/data/winequality-red.csv",
@@ -65,6 +63,14 @@ def test_mlflow_run_dot_in_the_image_matches_the_native_run(
     run = only_run(env, experiment)
     assert run.info.status == "FINISHED"
     assert run.data.params["alpha"] == "0.5" and run.data.params["l1_ratio"] == "0.5"
+    return run
+
+
+def test_mlflow_run_dot_in_the_image_matches_the_native_run(
+    train_image: str, env: dict[str, str], data_dir: Path
+) -> None:
+    experiment = f"docker-{uuid.uuid4().hex[:8]}"
+    run = run_wine_in_the_image(env, data_dir, experiment)
     assert run.data.tags["mlflow.project.env"] == "docker"
     assert run.data.tags["mlstack.image.commit"] == source_commit()[0]
 
