@@ -1,0 +1,254 @@
+"""The ASGI app: MLflow's scoring protocol plus health, version, metrics and hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mlstack.serving import fastpath
+from mlstack.serving.metrics import Metrics
+from mlstack.serving.model import ServedModel
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit."""
+
+
+@dataclass
+class ServerState:
+    """What the routes share. `model` is replaced whole on reload: a request reads it once."""
+
+    model: ServedModel
+    loader: Callable[[], ServedModel]
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Follow an alias: every `follow_every_s`, reload when `latest_version()` differs.
+    follow_every_s: float = 0.0
+    latest_version: Callable[[], str | None] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _error(status: int, error_code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error_code": error_code, "message": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _mlflow_invocations(body: bytes, content_type: str, model: ServedModel) -> Response:
+    """MLflow's own scoring code: every request form, and MLflow's errors, exactly."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import invocations
+
+    try:
+        result = invocations(body, content_type, model.pyfunc, model.input_schema)
+    except MlflowException as exc:
+        return Response(exc.serialize_as_json(), exc.get_http_status_code(), media_type=JSON)
+    return Response(result.response, result.status, media_type=result.mimetype)
+
+
+def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> Response | None:
+    """The fast path's answer, or None when the request is not plain tabular JSON."""
+    mime, *params = (part.strip() for part in content_type.split(";"))
+    if model.estimator is None or mime != JSON or params not in ([], ["charset=utf-8"]):
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None  # MLflow words the error
+    matrix = fastpath.parse(payload, model.columns, model.column_types)
+    if matrix is None:
+        return None
+    predictions = model.predict_matrix(matrix)
+    return Response(json.dumps({"predictions": predictions.tolist()}), media_type=JSON)
+
+
+def build_app(state: ServerState) -> Starlette:
+    """The Starlette app over `state` (see create_app for the usual way in)."""
+
+    async def invocations(request: Request) -> Response:
+        model = state.model  # one version for the whole request, whatever reloads meanwhile
+        try:
+            body = await _read_body(request, state.max_body_bytes)
+        except BodyTooLarge:
+            return _error(
+                413,
+                "REQUEST_TOO_LARGE",
+                f"request body over {state.max_body_bytes} bytes: send fewer rows per request "
+                "or start the server with a larger --max-body-mb",
+            )
+        content_type = request.headers.get("content-type")
+        if not content_type:
+            # MLflow answers a missing Content-Type with a 500; it is the client's to fix.
+            return Response(
+                "This predictor needs a Content-Type: application/json, text/csv or "
+                "application/x-parquet.",
+                415,
+                media_type="text/plain",
+            )
+        fast = _fast_answer(body, content_type, model)
+        if fast is not None:
+            return fast
+        return await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
+
+    async def ping(request: Request) -> Response:
+        return Response("\n", media_type=JSON)  # what `mlflow models serve` answers
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": state.model.describe()})
+
+    async def version(request: Request) -> Response:
+        return JSONResponse(state.model.describe())
+
+    async def metrics(request: Request) -> Response:
+        return Response(
+            state.metrics.render(state.model.describe()),
+            media_type="text/plain; version=0.0.4",
+        )
+
+    async def reload(request: Request) -> Response:
+        return await reload_model(state)
+
+    async def not_found(request: Request, exc: HTTPException) -> Response:
+        code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
+        return _error(
+            exc.status_code,
+            code,
+            f"{request.method} {request.url.path}: {exc.detail}; routes: POST /invocations, "
+            "POST /reload, GET /ping /health /version /metrics",
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = None
+        if state.follow_every_s and state.latest_version is not None:
+            task = asyncio.create_task(_follow(state))
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = Starlette(
+        lifespan=lifespan,
+        routes=[
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/ping", ping, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/version", version, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/reload", reload, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: not_found},
+    )
+    return _MetricsMiddleware(app, state.metrics)  # type: ignore[return-value]
+
+
+async def reload_model(state: ServerState) -> JSONResponse:
+    """Load the URI again (an alias may have moved); swap only a model that loaded and
+    answered its smoke test. A failure keeps the old version serving and says why."""
+    async with state.reload_lock:
+        previous = state.model
+        try:
+            fresh = await asyncio.to_thread(state.loader)
+        except Exception as exc:  # any failure to load or to predict: keep serving the old one
+            state.metrics.reloaded("failed")
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("reload failed, still serving version %s: %s", previous.version, reason)
+            return JSONResponse(
+                {"reloaded": False, "error": reason, "serving": previous.describe()},
+                status_code=500,
+            )
+        state.model = fresh
+        state.metrics.reloaded("ok")
+        log.info("reloaded %s: version %s -> %s", fresh.uri, previous.version, fresh.version)
+        return JSONResponse(
+            {"reloaded": True, "previous": previous.describe(), "serving": fresh.describe()}
+        )
+
+
+async def _follow(state: ServerState) -> None:
+    """Reload whenever the alias points at another version than the one serving."""
+    while True:
+        await asyncio.sleep(state.follow_every_s)
+        try:
+            latest = await asyncio.to_thread(state.latest_version)
+        except Exception as exc:  # the registry may be briefly away: try again next time
+            log.warning("could not check the alias: %s", str(exc).splitlines()[0])
+            continue
+        if latest is not None and latest != state.model.version:
+            await reload_model(state)
+
+
+class _MetricsMiddleware:
+    """Plain ASGI (Starlette's BaseHTTPMiddleware costs ~1 ms a request): status and latency."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.metrics.observe(scope["path"], status, time.perf_counter() - start)
+
+
+def create_app(
+    model: ServedModel,
+    loader: Callable[[], ServedModel],
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    follow_every_s: float = 0.0,
+    latest_version: Callable[[], str | None] | None = None,
+) -> Starlette:
+    """The server app for an already loaded `model`; `loader` loads it again on /reload, and
+    every `follow_every_s` seconds when `latest_version()` names another version."""
+    # What `mlflow models serve` sets: some flavors behave differently when serving.
+    os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+    state = ServerState(
+        model=model,
+        loader=loader,
+        max_body_bytes=max_body_bytes,
+        follow_every_s=follow_every_s,
+        latest_version=latest_version,
+    )
+    return build_app(state)

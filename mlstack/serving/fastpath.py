@@ -1,0 +1,73 @@
+"""Well-formed tabular JSON straight to a NumPy matrix; None means "let MLflow handle it".
+
+The fast path never produces an error of its own: anything it does not recognise exactly
+(extra keys, params, a missing column, a value of the wrong type, ragged rows) returns None,
+and the request is answered by MLflow's scoring code instead, with MLflow's own error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _rows_from_split(value: Any, columns: tuple[str, ...]) -> list[list[Any]] | None:
+    if not isinstance(value, dict) or not set(value) <= {"columns", "data", "index"}:
+        return None
+    names, data = value.get("columns"), value.get("data")
+    if not isinstance(names, list) or not isinstance(data, list):
+        return None
+    position = {n: i for i, n in enumerate(names)}
+    if len(position) != len(names) or any(c not in position for c in columns):
+        return None
+    picks = [position[c] for c in columns]
+    width = len(names)
+    if any(not isinstance(row, list) or len(row) != width for row in data):
+        return None
+    return [[row[i] for i in picks] for row in data]
+
+
+def _rows_from_records(value: Any, columns: tuple[str, ...]) -> list[list[Any]] | None:
+    if not isinstance(value, list) or not all(isinstance(rec, dict) for rec in value):
+        return None
+    try:
+        return [[rec[c] for c in columns] for rec in value]
+    except KeyError:
+        return None
+
+
+def _rows_from_columns(value: Any, columns: tuple[str, ...]) -> list[list[Any]] | None:
+    if not isinstance(value, dict) or any(not isinstance(value.get(c), list) for c in columns):
+        return None
+    lengths = {len(v) for v in value.values() if isinstance(v, list)}
+    if len(lengths) != 1 or len(value) != sum(isinstance(v, list) for v in value.values()):
+        return None
+    return [list(row) for row in zip(*(value[c] for c in columns), strict=True)]
+
+
+def parse(payload: Any, columns: tuple[str, ...], types: tuple[type, ...]) -> np.ndarray | None:
+    """The request's rows as a float64 matrix in `columns` order, or None (see module doc)."""
+    if not isinstance(payload, dict) or len(payload) != 1:
+        return None  # params, or several data keys: MLflow decides
+    ((key, value),) = payload.items()
+    if key == "dataframe_split":
+        rows = _rows_from_split(value, columns)
+    elif key == "dataframe_records":
+        rows = _rows_from_records(value, columns)
+    elif key in ("inputs", "instances"):
+        rows = (
+            _rows_from_columns(value, columns)
+            if isinstance(value, dict)
+            else _rows_from_records(value, columns)
+        )
+    else:
+        return None
+    if not rows:
+        return None
+    for row in rows:
+        for cell, kind in zip(row, types, strict=True):
+            # bool is an int in Python but not in MLflow's schema; an int is a safe double.
+            if type(cell) is bool or not isinstance(cell, int if kind is int else (int, float)):
+                return None
+    return np.asarray(rows, dtype=np.float64)

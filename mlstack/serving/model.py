@@ -1,0 +1,111 @@
+"""Loading a served model: the pyfunc, its registry identity, and the fast-path plan."""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Column types the fast path turns into one float64 matrix exactly as pandas + scikit-learn do.
+FAST_TYPES = {"double": float, "long": int}
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded model version. Swapped whole on reload, never mutated."""
+
+    uri: str
+    pyfunc: Any
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+    estimator: Any = None  # set when the fast path applies
+    columns: tuple[str, ...] = ()
+    column_types: tuple[type, ...] = ()
+
+    @property
+    def input_schema(self):
+        """The signature's input schema (None without a signature)."""
+        return self.pyfunc.metadata.get_input_schema()
+
+    def describe(self) -> dict[str, Any]:
+        """What /version reports."""
+        return {
+            "model_uri": self.uri,
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "fast_path": self.estimator is not None,
+            "loaded_at": self.loaded_at,
+        }
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Fast path: the estimator on a float64 matrix in the signature's column order."""
+        with warnings.catch_warnings():
+            # Fitted on a DataFrame, given the same columns as an array: same numbers.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return self.estimator.predict(matrix)
+
+
+def fast_path_plan(pyfunc: Any) -> tuple[Any, tuple[str, ...], tuple[type, ...]]:
+    """(estimator, columns, python types) when the fast path applies, else (None, (), ())."""
+    schema = pyfunc.metadata.get_input_schema()
+    if "sklearn" not in pyfunc.metadata.flavors or schema is None or not schema.has_input_names():
+        return None, (), ()
+    if schema.is_tensor_spec() or pyfunc.metadata.get_params_schema() is not None:
+        return None, (), ()
+    names, types = [], []
+    for spec in schema.inputs:
+        kind = getattr(spec.type, "name", None)
+        if kind not in FAST_TYPES or not spec.required:
+            return None, (), ()
+        names.append(spec.name)
+        types.append(FAST_TYPES[kind])
+    return pyfunc.get_raw_model(), tuple(names), tuple(types)
+
+
+def load_model(model_uri: str, client: Any) -> ServedModel:
+    """Load `model_uri` (models:/name@alias, models:/name/N, runs:/..., a path) for serving."""
+    import mlflow
+
+    name = version = alias = None
+    resolved = model_uri
+    match = MODEL_URI.match(model_uri)
+    if match:
+        name, alias = match["name"], match["alias"]
+        mv = (
+            client.get_model_version_by_alias(name, alias)
+            if alias
+            else client.get_model_version(name, match["version"])
+        )
+        version = str(mv.version)
+        # Load the resolved version, so an alias moving mid-load cannot mix two versions,
+        # from the client's own registry and tracking server.
+        resolved = client.get_model_version_download_uri(name, version)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=resolved, tracking_uri=client.tracking_uri
+    )
+    pyfunc = mlflow.pyfunc.load_model(local)
+    example = pyfunc.metadata.load_input_example(local)
+    if example is not None:
+        pyfunc.predict(example)  # smoke test: a version that cannot predict is never served
+    estimator, columns, types = fast_path_plan(pyfunc)
+    return ServedModel(
+        uri=model_uri,
+        pyfunc=pyfunc,
+        name=name,
+        version=version,
+        alias=alias,
+        run_id=pyfunc.metadata.run_id,
+        estimator=estimator,
+        columns=columns,
+        column_types=types,
+    )
