@@ -28,7 +28,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
-	stack-up stack-down stack-status env bench-tracking image dev-image run
+	stack-up stack-down stack-status env bench-tracking bench-serving image dev-image run serve
 
 ## Show this help
 help:
@@ -87,6 +87,14 @@ stack-status: $(STAMP)
 ## Benchmark tracking overhead and log_batch throughput against a throwaway native stack
 bench-tracking: $(STAMP)
 	$(PY) -m benchmarks.tracking
+
+## Benchmark our model server against `mlflow models serve` (needs wrk: apt-get install wrk)
+bench-serving: $(STAMP)
+	$(PY) -m benchmarks.serving
+
+## Serve a model with our server on 127.0.0.1:8080 (MODEL=models:/wine@champion)
+serve: $(STAMP)
+	$(PY) -m mlstack.serving --model-uri "$(or $(MODEL),models:/wine@champion)" $(ARGS)
 
 ## Run the test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
 test: $(STAMP)

@@ -70,4 +70,6 @@ def parse(payload: Any, columns: tuple[str, ...], types: tuple[type, ...]) -> np
             # bool is an int in Python but not in MLflow's schema; an int is a safe double.
             if type(cell) is bool or not isinstance(cell, int if kind is int else (int, float)):
                 return None
-    return np.asarray(rows, dtype=np.float64)
+    # Column-major, as pandas hands a DataFrame's values to scikit-learn: BLAS sums in another
+    # order for a row-major matrix, and the predictions would differ in the last digit.
+    return np.array(rows, dtype=np.float64, order="F")

@@ -73,7 +73,10 @@ def fast_path_plan(pyfunc: Any) -> tuple[Any, tuple[str, ...], tuple[type, ...]]
 
 
 def load_model(model_uri: str, client: Any) -> ServedModel:
-    """Load `model_uri` (models:/name@alias, models:/name/N, runs:/..., a path) for serving."""
+    """Load `model_uri` (models:/name@alias, models:/name/N, runs:/..., a path) for serving.
+
+    `client` (an MlflowClient) resolves registry URIs; None will do for other URIs.
+    """
     import mlflow
 
     name = version = alias = None
@@ -90,9 +93,8 @@ def load_model(model_uri: str, client: Any) -> ServedModel:
         # Load the resolved version, so an alias moving mid-load cannot mix two versions,
         # from the client's own registry and tracking server.
         resolved = client.get_model_version_download_uri(name, version)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=resolved, tracking_uri=client.tracking_uri
-    )
+    tracking_uri = client.tracking_uri if client is not None else None
+    local = mlflow.artifacts.download_artifacts(artifact_uri=resolved, tracking_uri=tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(local)
     example = pyfunc.metadata.load_input_example(local)
     if example is not None:

@@ -1,0 +1,188 @@
+"""Serving benchmark: our server against `mlflow models serve`, same model, machine and run.
+
+    make bench-serving                       # about 4 minutes with the default 8 s per cell
+    .venv/bin/python -m benchmarks.serving --seconds 10
+
+A throwaway embedded store gets a wine ElasticNet (the team's CSV when ../shared has it);
+both servers load models:/wine@champion with one worker each. The load generator is wrk
+(`apt-get install wrk`: C, event-driven, not the bottleneck here), for single-row and 100-row
+`dataframe_split` requests at 1, 8 and 64 connections. Before timing, both servers must return
+identical predictions for both bodies. Goal (issue #5): at 8 connections with single rows,
+>= 10x the requests/s of `mlflow models serve`, p99 <= 10 ms, zero errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import requests
+
+from mlstack.settings import PROJ_ROOT
+
+SHARED_WINE = PROJ_ROOT.parent / "shared" / "data" / "winequality-red.csv"
+BIN = Path(sys.executable).parent
+CONNECTIONS = (1, 8, 64)
+ROWS = (1, 100)
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _server(cmd: list[str], env: dict[str, str], url: str, name: str):
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise SystemExit(f"{name} exited: {log.read().decode()[-1000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit(f"{name} did not answer /ping within 180 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _body(rows: int, data: Path) -> str:
+    from mlstack.data import WINE_FEATURES, read_wine_csv
+
+    frame = read_wine_csv(data)[list(WINE_FEATURES)].head(rows)
+    split = frame.to_dict(orient="split")
+    del split["index"]
+    return json.dumps({"dataframe_split": split})
+
+
+def wrk(url: str, body: str, connections: int, seconds: float) -> dict[str, float]:
+    """Requests/s, p50 and p99 (ms) and errors from one wrk run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body)}\n"
+        )
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+             f"{url}/invocations"],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        return float(value) * UNITS[unit]
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    errors = int(non_2xx[1]) if non_2xx else 0
+    errors += sum(map(int, sockets.groups())) if sockets else 0
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": errors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m benchmarks.serving`."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
+    p.add_argument("--seconds", type=float, default=8.0, help="wrk duration per cell")
+    p.add_argument("--data", type=Path, default=SHARED_WINE if SHARED_WINE.exists() else None)
+    args = p.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("benchmarks.serving: error: wrk not found; install it: apt-get install wrk")
+        return 2
+    if args.data is None:
+        print("benchmarks.serving: error: no wine CSV; pass --data PATH")
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="mlstack-bench-serving-") as store, ExitStack() as up:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLSTACK_"))}
+        env |= {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
+            "MLSTACK_STORE_DIR": store,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # mlflow starts uvicorn by name
+        }
+        print("training and registering wine ...", flush=True)
+        subprocess.run(
+            [sys.executable, "train.py", "--data", str(args.data), "--register-as", "wine"],
+            cwd=PROJ_ROOT, env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        model = "models:/wine@champion"
+        ours_port, theirs_port = _free_port(), _free_port()
+        servers = {
+            "ours": up.enter_context(_server(
+                [sys.executable, "-m", "mlstack.serving", "--model-uri", model,
+                 "--port", str(ours_port)],
+                env, f"http://127.0.0.1:{ours_port}", "mlstack.serving",
+            )),
+            "mlflow": up.enter_context(_server(
+                [str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+                 "--host", "127.0.0.1", "--port", str(theirs_port), "--workers", "1"],
+                env, f"http://127.0.0.1:{theirs_port}", "mlflow models serve",
+            )),
+        }  # fmt: skip
+        bodies = {rows: _body(rows, args.data) for rows in ROWS}
+        for rows, body in bodies.items():
+            answers = {
+                name: requests.post(
+                    f"{url}/invocations", data=body, timeout=30,
+                    headers={"Content-Type": "application/json"},
+                ).json()
+                for name, url in servers.items()
+            }  # fmt: skip
+            same = answers["ours"] == answers["mlflow"]
+            print(f"{rows}-row request: identical predictions from both servers: {same}")
+            if not same:
+                return 1
+
+        print(f"\nwrk -t1, {args.seconds:g} s per cell, one worker each; latency in ms")
+        header = (
+            f"{'rows':>4} {'conns':>5} | {'ours rps':>9} {'p50':>6} {'p99':>6} {'err':>4} | "
+            f"{'mlflow rps':>10} {'p50':>6} {'p99':>6} {'err':>4} | {'ratio':>6}"
+        )
+        print(header)
+        print("-" * len(header))
+        for rows in ROWS:
+            for conns in CONNECTIONS:
+                cells = {n: wrk(u, bodies[rows], conns, args.seconds) for n, u in servers.items()}
+                o, m = cells["ours"], cells["mlflow"]
+                print(
+                    f"{rows:>4} {conns:>5} | {o['rps']:>9.0f} {o['p50']:>6.2f} {o['p99']:>6.2f} "
+                    f"{o['errors']:>4} | {m['rps']:>10.0f} {m['p50']:>6.2f} {m['p99']:>6.2f} "
+                    f"{m['errors']:>4} | {o['rps'] / m['rps']:>5.1f}x",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
