@@ -76,7 +76,7 @@ def _body(rows: int, data: Path) -> str:
     return json.dumps({"dataframe_split": split})
 
 
-def wrk(url: str, body: str, connections: int, seconds: float) -> dict[str, float]:
+def wrk(url: str, body: str, connections: int, seconds: int) -> dict[str, float]:
     """Requests/s, p50 and p99 (ms) and errors from one wrk run."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
@@ -93,8 +93,10 @@ def wrk(url: str, body: str, connections: int, seconds: float) -> dict[str, floa
         os.unlink(script.name)
 
     def latency(pct: str) -> float:
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
-        return float(value) * UNITS[unit]
+        found = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if found is None:
+            raise SystemExit(f"cannot read the {pct}% latency from wrk's output:\n{out}")
+        return float(found[1]) * UNITS[found[2]]
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sockets = re.search(
@@ -113,7 +115,7 @@ def wrk(url: str, body: str, connections: int, seconds: float) -> dict[str, floa
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m benchmarks.serving`."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
-    p.add_argument("--seconds", type=float, default=8.0, help="wrk duration per cell")
+    p.add_argument("--seconds", type=int, default=8, help="wrk duration per cell")
     p.add_argument("--data", type=Path, default=SHARED_WINE if SHARED_WINE.exists() else None)
     args = p.parse_args(argv)
     if not shutil.which("wrk"):
