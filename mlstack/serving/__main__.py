@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from mlstack.serving.app import create_app
         from mlstack.serving.model import MODEL_URI, load_model
+        from mlstack.settings import get_settings
+        from mlstack.tracking import configure_tracking
 
+        # The same store as training: the embedded one unless MLFLOW_TRACKING_URI is set.
+        configure_tracking(get_settings())
         client = mlflow.MlflowClient()
 
         def loader():
