@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from mlstack.cli import OneLineErrorParser, run_cli
 from mlstack.errors import UsageError
@@ -29,7 +30,19 @@ def parse_args(argv: list[str] | None):
         metavar="SECONDS",
         help="check the alias every SECONDS and reload when it moved (default 0: off)",
     )
+    p.add_argument(
+        "--log-predictions",
+        type=Path,
+        metavar="DIR",
+        help="write every answered request to Parquet files in DIR (for drift monitoring)",
+    )
+    p.add_argument("--log-batch", type=int, default=1000, help="records per file (default 1000)")
+    p.add_argument(
+        "--log-flush-s", type=float, default=5.0, help="write at least this often (default 5 s)"
+    )
     args = p.parse_args(argv)
+    if args.log_batch < 1 or args.log_flush_s <= 0:
+        p.error("--log-batch must be >= 1 and --log-flush-s > 0")
     if not 0 < args.port < 65536:
         p.error(f"--port {args.port} is not a TCP port (1-65535)")
     if args.max_body_mb <= 0 or args.follow_alias < 0:
@@ -49,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from mlstack.serving.app import create_app
         from mlstack.serving.model import MODEL_URI, load_model
+        from mlstack.serving.predlog import PredictionLog
         from mlstack.settings import get_settings
         from mlstack.tracking import configure_tracking
 
@@ -81,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=int(args.max_body_mb * 1024 * 1024),
             follow_every_s=args.follow_alias,
             latest_version=latest_version if args.follow_alias else None,
+            predlog=(
+                PredictionLog(
+                    args.log_predictions, batch_size=args.log_batch, flush_every_s=args.log_flush_s
+                )
+                if args.log_predictions
+                else None
+            ),
         )
         print(  # noqa: T201 (the runner's own output)
             f"serving {args.model_uri} (version {model.version}, "

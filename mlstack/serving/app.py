@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from mlstack.serving import fastpath
 from mlstack.serving.metrics import Metrics
 from mlstack.serving.model import ServedModel
+from mlstack.serving.predlog import PredictionLog, Record
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class ServerState:
     # Follow an alias: every `follow_every_s`, reload when `latest_version()` differs.
     follow_every_s: float = 0.0
     latest_version: Callable[[], str | None] | None = None
+    predlog: PredictionLog | None = None
     metrics: Metrics = field(default_factory=Metrics)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -73,6 +76,12 @@ def _mlflow_invocations(body: bytes, content_type: str, model: ServedModel) -> R
     except MlflowException as exc:
         return Response(exc.serialize_as_json(), exc.get_http_status_code(), media_type=JSON)
     return Response(result.response, result.status, media_type=result.mimetype)
+
+
+def _count_predictions(response: str) -> int:
+    """Rows answered: the length of "predictions" (0 when it is not a list)."""
+    predictions = json.loads(response).get("predictions")
+    return len(predictions) if isinstance(predictions, list) else 0
 
 
 def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> Response | None:
@@ -114,10 +123,33 @@ def build_app(state: ServerState) -> Starlette:
                 415,
                 media_type="text/plain",
             )
-        fast = _fast_answer(body, content_type, model)
-        if fast is not None:
-            return fast
-        return await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
+        if state.predlog is not None and state.predlog.full:
+            return _error(
+                503,
+                "PREDICTION_LOG_FULL",
+                "the prediction log is behind (its directory may be unwritable); retry shortly",
+            )
+        answer = _fast_answer(body, content_type, model)
+        if answer is None:
+            answer = await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
+        request_id = uuid.uuid4().hex
+        answer.headers["X-Request-Id"] = request_id
+        if state.predlog is not None and answer.status_code == 200:
+            response = bytes(answer.body).decode()
+            state.predlog.put(
+                Record(
+                    request_id=request_id,
+                    timestamp=time.time(),
+                    model_name=model.name,
+                    model_version=model.version,
+                    run_id=model.run_id,
+                    content_type=content_type,
+                    request=body.decode("utf-8", errors="replace"),
+                    response=response,
+                    rows=_count_predictions(response),
+                )
+            )
+        return answer
 
     async def ping(request: Request) -> Response:
         return Response("\n", media_type=JSON)  # what `mlflow models serve` answers
@@ -151,9 +183,13 @@ def build_app(state: ServerState) -> Starlette:
         task = None
         if state.follow_every_s and state.latest_version is not None:
             task = asyncio.create_task(_follow(state))
+        if state.predlog is not None:
+            state.predlog.start()
         yield
         if task is not None:
             task.cancel()
+        if state.predlog is not None:
+            await asyncio.to_thread(state.predlog.close)  # write what is queued
 
     app = Starlette(
         lifespan=lifespan,
@@ -239,6 +275,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     follow_every_s: float = 0.0,
     latest_version: Callable[[], str | None] | None = None,
+    predlog: PredictionLog | None = None,
 ) -> Starlette:
     """The server app for an already loaded `model`; `loader` loads it again on /reload, and
     every `follow_every_s` seconds when `latest_version()` names another version."""
@@ -250,5 +287,6 @@ def create_app(
         max_body_bytes=max_body_bytes,
         follow_every_s=follow_every_s,
         latest_version=latest_version,
+        predlog=predlog,
     )
     return build_app(state)

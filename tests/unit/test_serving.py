@@ -298,3 +298,15 @@ def test_fast_path_numbers_equal_pyfunc_to_the_last_digit(tmp_path) -> None:
     body = json.dumps(_body(frame, "dataframe_split")).encode()
     fast = json.loads(_fast_answer(body, JSON, model).body)["predictions"]
     assert fast == list(model.pyfunc.predict(frame))
+
+
+def test_a_full_prediction_log_refuses_work_instead_of_dropping_records(servers, frame, tmp_path):
+    from mlstack.serving.predlog import PredictionLog
+
+    _, _, model = servers
+    predlog = PredictionLog(tmp_path / "log", max_queued=2)  # never started: nothing drains
+    app = TestClient(create_app(model, lambda: model, predlog=predlog))
+    body = _body(frame.head(1), "dataframe_records")
+    statuses = [app.post("/invocations", json=body).status_code for _ in range(3)]
+    assert statuses == [200, 200, 503]
+    assert app.post("/invocations", json=body).json()["error_code"] == "PREDICTION_LOG_FULL"

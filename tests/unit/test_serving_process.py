@@ -3,6 +3,7 @@ hot reload under load with no failed or mixed answers, following an alias, and b
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -111,3 +112,45 @@ def test_bad_input_exits_2_with_one_line(settings, cli_env, args, message) -> No
     assert proc.returncode == 2, proc.stderr[-1500:]
     last = proc.stderr.strip().splitlines()[-1]
     assert message in last and last.startswith("python -m mlstack.serving: error:")
+
+
+def test_every_answered_request_is_logged_exactly_once(settings, cli_env, tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    _register(settings, alpha=0.5)
+    frame = read_wine_csv(Path(settings.wine_data))[list(WINE_FEATURES)].head(3)
+    bodies = [
+        ("application/json", json.dumps({"dataframe_records": frame.to_dict("records")})),
+        ("text/csv", frame.to_csv(index=False)),  # MLflow's path
+        ("application/json", "{not json"),  # a 400: answered, but not a prediction
+    ]
+    answered: list[tuple[int, str]] = []
+    logdir = tmp_path / "predictions"
+    args = ["--model-uri", "models:/wine@champion", "--log-predictions", str(logdir),
+            "--log-batch", "50", "--log-flush-s", "60"]  # fmt: skip
+
+    def client(url: str, n: int) -> None:
+        with requests.Session() as session:
+            for i in range(n):
+                content_type, body = bodies[i % len(bodies)]
+                r = session.post(
+                    f"{url}/invocations", data=body, headers={"Content-Type": content_type}
+                )
+                answered.append((r.status_code, r.headers["X-Request-Id"]))
+
+    with serving(cli_env, *args) as url:
+        threads = [threading.Thread(target=client, args=(url, 60)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    # The server has stopped (SIGTERM): what was still queued (under a batch, long before the
+    # 60 s flush) must be on disk now, and no temporary file left behind.
+    files = sorted(logdir.iterdir())
+    assert files and all(f.suffix == ".parquet" and not f.name.startswith(".") for f in files)
+    table = pq.read_table(logdir).to_pandas()
+    ok_ids = sorted(rid for status, rid in answered if status == 200)
+    assert len(ok_ids) == 160 and {s for s, _ in answered} == {200, 400}
+    assert sorted(table["request_id"]) == ok_ids  # each answered prediction exactly once
+    assert set(table["model_version"]) == {"1"} and set(table["rows"]) == {3}
+    assert set(table["content_type"]) == {"application/json", "text/csv"}
