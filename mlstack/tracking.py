@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# An MLflow 3 server with an S3 store tells clients to fetch artifacts (and send big ones)
+# straight to S3 with presigned URLs. Those name the server's own S3 endpoint, which clients
+# often cannot reach (under compose it is http://s3:8333): downloads then hang in retries.
+# Keep all artifact traffic through the server, as --serve-artifacts intends.
+PROXIED_ARTIFACTS_ONLY = {
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
+}
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -73,6 +82,8 @@ def configure_tracking(settings: Settings) -> str:
             # MLflow reads these per request; a value the user exported wins.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.server_retries))
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            for name, value in PROXIED_ARTIFACTS_ONLY.items():
+                os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

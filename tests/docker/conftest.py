@@ -23,6 +23,7 @@ from tests.integration.conftest import running_stack
 TRAIN_IMAGE = "mlstack-train"
 DEV_IMAGE = "mlstack-dev"
 SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
+SERVE_IMAGE = "mlstack-serve"
 
 
 def free_port() -> int:
@@ -80,6 +81,12 @@ def dev_image(train_image: str) -> str:
 def server_image(docker_engine: str) -> str:
     """The tracking server image of the compose stack."""
     return build(SERVER_IMAGE, "-f", "stack/mlflow-server/Dockerfile")
+
+
+@pytest.fixture(scope="session")
+def serve_image(train_image: str) -> str:
+    """Our model server image (serve/Dockerfile), as compose builds it."""
+    return build(SERVE_IMAGE, "-f", "serve/Dockerfile")
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from starlette.testclient import TestClient
 
 from mlstack.data import WINE_FEATURES, load_digits_data, read_wine_csv
+from mlstack.serving.app import create_app
+from mlstack.serving.model import load_model
 from mlstack.stack import find_free_ports
 from tests.helpers import run_entry, scoring_requests, wait_for_http
 from tests.integration.conftest import client_env
@@ -87,3 +90,11 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
         assert got.shape == (4, 10)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+        theirs = answer.json()
+    # Our server: the Keras model has no fast path; through pyfunc it answers the same.
+    client = mlflow.MlflowClient()
+    model = load_model(uri, client)
+    assert model.estimator is None
+    ours = TestClient(create_app(model, lambda: load_model(uri, client)))
+    answer = ours.post("/invocations", json={"inputs": images.tolist()})
+    assert answer.status_code == 200 and answer.json() == theirs

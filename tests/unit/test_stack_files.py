@@ -71,7 +71,8 @@ def test_compose_renders_with_loopback_ports_and_health_gates(env_file: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("profile", "service"), [("auth", "mlflow-auth"), ("minio", "minio"), ("dev", "dev")]
+    ("profile", "service"),
+    [("auth", "mlflow-auth"), ("minio", "minio"), ("dev", "dev"), ("serve", "serve")],
 )
 def test_optional_profiles_render(env_file: Path, profile: str, service: str) -> None:
     proc = _compose_config(env_file, "--profile", profile)
@@ -123,3 +124,14 @@ def test_devcontainer_opens_the_compose_dev_service(env_file: Path) -> None:
     assert dev["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert {p["target"]: p["host_ip"] for p in dev["ports"]} == {22: "127.0.0.1", 8888: "127.0.0.1"}
     assert dev["build"]["target"] == "dev"
+
+
+def test_serve_image_shares_the_dependency_layers_of_the_project_image() -> None:
+    # Identical first instructions = one cached 2 GB layer for both images, not two.
+    def prefix(path: str) -> list[str]:
+        lines = (PROJ_ROOT / path).read_text().splitlines()
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("ARG BASE_IMAGE"))
+        end = next(i for i, ln in enumerate(lines) if "useradd" in ln)
+        return lines[start : end + 1]
+
+    assert prefix("serve/Dockerfile") == prefix("Dockerfile")
