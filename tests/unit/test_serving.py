@@ -21,6 +21,7 @@ from mlstack.serving import fastpath
 from mlstack.serving.app import _fast_answer, create_app
 from mlstack.serving.model import load_model
 from mlstack.settings import Settings
+from tests.helpers import scoring_requests
 
 URI = "models:/wine@champion"
 JSON = "application/json"
@@ -58,22 +59,22 @@ def servers(served_settings: Settings):
 
 
 def _body(frame: pd.DataFrame, form: str) -> dict:
-    split = frame.to_dict(orient="split")
-    del split["index"]
-    return {
-        "dataframe_split": {"dataframe_split": split},
-        "dataframe_records": {"dataframe_records": frame.to_dict(orient="records")},
-        "inputs_columns": {"inputs": frame.to_dict(orient="list")},
-        "inputs_records": {"inputs": frame.to_dict(orient="records")},
-        "instances_records": {"instances": frame.to_dict(orient="records")},
-        "instances_columns": {"instances": frame.to_dict(orient="list")},
-    }[form]
+    """The README's three forms, plus records under `inputs` and both shapes of `instances`."""
+    records, columns = frame.to_dict(orient="records"), frame.to_dict(orient="list")
+    return (
+        scoring_requests(frame)
+        | {
+            "inputs_records": {"inputs": records},
+            "instances_records": {"instances": records},
+            "instances_columns": {"instances": columns},
+        }
+    )[form]
 
 
 FORMS = [
     "dataframe_split",
     "dataframe_records",
-    "inputs_columns",
+    "inputs",
     "inputs_records",
     "instances_records",
     "instances_columns",
