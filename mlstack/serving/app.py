@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -78,6 +79,15 @@ def _mlflow_invocations(body: bytes, content_type: str, model: ServedModel) -> R
     return Response(result.response, result.status, media_type=result.mimetype)
 
 
+def _log_full() -> JSONResponse:
+    # Refuse rather than answer a prediction that would go unrecorded.
+    return _error(
+        503,
+        "PREDICTION_LOG_FULL",
+        "the prediction log is behind (its directory may be unwritable); retry shortly",
+    )
+
+
 def _count_predictions(response: str) -> int:
     """Rows answered: the length of "predictions" (0 when it is not a list)."""
     predictions = json.loads(response).get("predictions")
@@ -124,11 +134,7 @@ def build_app(state: ServerState) -> Starlette:
                 media_type="text/plain",
             )
         if state.predlog is not None and state.predlog.full:
-            return _error(
-                503,
-                "PREDICTION_LOG_FULL",
-                "the prediction log is behind (its directory may be unwritable); retry shortly",
-            )
+            return _log_full()
         answer = _fast_answer(body, content_type, model)
         if answer is None:
             answer = await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
@@ -136,19 +142,21 @@ def build_app(state: ServerState) -> Starlette:
         answer.headers["X-Request-Id"] = request_id
         if state.predlog is not None and answer.status_code == 200:
             response = bytes(answer.body).decode()
-            state.predlog.put(
-                Record(
-                    request_id=request_id,
-                    timestamp=time.time(),
-                    model_name=model.name,
-                    model_version=model.version,
-                    run_id=model.run_id,
-                    content_type=content_type,
-                    request=body.decode("utf-8", errors="replace"),
-                    response=response,
-                    rows=_count_predictions(response),
-                )
+            record = Record(
+                request_id=request_id,
+                timestamp=time.time(),
+                model_name=model.name,
+                model_version=model.version,
+                run_id=model.run_id,
+                content_type=content_type,
+                request=body.decode("utf-8", errors="replace"),
+                response=response,
+                rows=_count_predictions(response),
             )
+            try:
+                state.predlog.put(record)
+            except queue.Full:  # filled up while this request was predicting
+                return _log_full()
         return answer
 
     async def ping(request: Request) -> Response:

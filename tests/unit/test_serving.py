@@ -311,3 +311,15 @@ def test_a_full_prediction_log_refuses_work_instead_of_dropping_records(servers,
     statuses = [app.post("/invocations", json=body).status_code for _ in range(3)]
     assert statuses == [200, 200, 503]
     assert app.post("/invocations", json=body).json()["error_code"] == "PREDICTION_LOG_FULL"
+
+
+def test_a_log_that_fills_during_the_prediction_still_refuses(servers, frame, tmp_path) -> None:
+    from mlstack.serving.predlog import PredictionLog
+
+    class Racing(PredictionLog):  # the queue fills between the check and the put
+        full = False
+
+    _, _, model = servers
+    app = TestClient(create_app(model, lambda: model, predlog=Racing(tmp_path, max_queued=1)))
+    body = _body(frame.head(1), "dataframe_records")
+    assert [app.post("/invocations", json=body).status_code for _ in range(2)] == [200, 503]
