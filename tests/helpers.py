@@ -129,3 +129,13 @@ def compose_binary() -> Path:
     import compose
 
     return Path(compose.__file__).parent / "docker-compose"
+
+
+def point_mlflow_at(uri: str) -> None:
+    """Point this process's MLflow at `uri` for both tracking and the registry.
+
+    Setting only the tracking URI leaves a registry URI an earlier test set in place, and
+    `models:/` URIs would then resolve against that (possibly stopped) server.
+    """
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)

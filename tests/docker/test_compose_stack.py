@@ -196,8 +196,13 @@ def test_serve_profile_answers_for_the_registered_champion(
     # presigned URLs naming http://s3:8333, which the host cannot resolve (that download hangs).
     for name in PROXIED_ARTIFACTS_ONLY:
         monkeypatch.delenv(name, raising=False)
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     configure_tracking(Settings(_env_file=None, tracking_uri=env["MLFLOW_TRACKING_URI"]))
-    expected = list(mlflow.pyfunc.load_model("models:/wine@champion").predict(frame))
+    try:
+        expected = list(mlflow.pyfunc.load_model("models:/wine@champion").predict(frame))
+    finally:  # later tests must not resolve models against this stack once it is down
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     for form, body in scoring_requests(frame).items():
         answer = requests.post(f"{url}/invocations", json=body, timeout=30)
         assert answer.status_code == 200, (form, answer.text)

@@ -17,7 +17,7 @@ from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.stack import NativeStack
 from tests.docker.conftest import free_port
 from tests.docker.engine import DOCKER_HOST, docker
-from tests.helpers import run_entry, scoring_requests, wait_for_http
+from tests.helpers import point_mlflow_at, run_entry, scoring_requests, wait_for_http
 from tests.integration.conftest import client_env
 
 pytestmark = pytest.mark.docker
@@ -51,7 +51,7 @@ def test_build_docker_image_serves_the_champion(
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", 180, "the build-docker image")
         frame = read_wine_csv(data_dir / "winequality-red.csv")[list(WINE_FEATURES)].head(5)
-        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        point_mlflow_at(env["MLFLOW_TRACKING_URI"])
         expected = list(mlflow.pyfunc.load_model(model_uri).predict(frame))
         for form, body in scoring_requests(frame).items():
             answer = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)

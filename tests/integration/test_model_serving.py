@@ -23,7 +23,7 @@ from mlstack.data import WINE_FEATURES, load_digits_data, read_wine_csv
 from mlstack.serving.app import create_app
 from mlstack.serving.model import load_model
 from mlstack.stack import find_free_ports
-from tests.helpers import run_entry, scoring_requests, wait_for_http
+from tests.helpers import point_mlflow_at, run_entry, scoring_requests, wait_for_http
 from tests.integration.conftest import client_env
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def wine_model(stack, tmp_path_factory, wine_csv) -> tuple[str, pd.DataFrame, di
 
 def test_mlflow_models_serve_answers_every_json_form(wine_model) -> None:
     uri, frame, env = wine_model
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    point_mlflow_at(env["MLFLOW_TRACKING_URI"])
     expected = mlflow.pyfunc.load_model(uri).predict(frame)
     with serve(uri, env) as url:
         for form, body in scoring_requests(frame).items():
@@ -81,7 +81,7 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
     env = client_env(stack.config.tracking_uri, tmp_path, tmp_path / "unused.csv")
     uri = register(env, "train_digits.py", f"digits-serve-{uuid.uuid4().hex[:6]}", "--epochs", "2")
     images = load_digits_data(None, test_size=0.25, seed=42).x_test[:4]
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    point_mlflow_at(env["MLFLOW_TRACKING_URI"])
     expected = np.asarray(mlflow.pyfunc.load_model(uri).predict(images))
     with serve(uri, env) as url:
         answer = requests.post(f"{url}/invocations", json={"inputs": images.tolist()}, timeout=60)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from mlstack.stack import NativeStack
-from tests.helpers import PROJ_ROOT, run_entry
+from tests.helpers import PROJ_ROOT, point_mlflow_at, run_entry
 from tests.integration.conftest import pg_rows, s3_keys
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def test_digits_run_logs_step_metrics_and_model(stack: NativeStack, server_env: 
     keys = s3_keys(stack, "artifacts/")
     assert any(k.endswith(f"{run_id}/artifacts/plots/confusion_matrix.png") for k in keys)
     # The model comes back through the server's artifact proxy and predicts class probabilities.
-    mlflow.set_tracking_uri(stack.config.tracking_uri)
+    point_mlflow_at(stack.config.tracking_uri)
     (logged,) = _client(stack).search_logged_models(
         experiment_ids=[_client(stack).get_run(run_id).info.experiment_id],
         filter_string=f"source_run_id = '{run_id}'",
