@@ -28,20 +28,13 @@ from pathlib import Path
 import requests
 
 from mlstack.settings import PROJ_ROOT
+from mlstack.stack import free_port
 
 SHARED_WINE = PROJ_ROOT.parent / "shared" / "data" / "winequality-red.csv"
 BIN = Path(sys.executable).parent
 CONNECTIONS = (1, 8, 64)
 ROWS = (1, 100)
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -139,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd=PROJ_ROOT, env=env, check=True, capture_output=True,
         )  # fmt: skip
         model = "models:/wine@champion"
-        ours_port, theirs_port = _free_port(), _free_port()
+        ours_port, theirs_port = free_port(), free_port()
         servers = {
             "ours": up.enter_context(_server(
                 [sys.executable, "-m", "mlstack.serving", "--model-uri", model,

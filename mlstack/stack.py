@@ -193,6 +193,13 @@ def find_free_ports(low: int = 20_000, high: int = 29_000) -> dict[str, int]:
     raise StackError(f"no free port range found between {low} and {high}")
 
 
+def free_port() -> int:
+    """One TCP port free on 127.0.0.1 right now (the kernel picks it), for a single server."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

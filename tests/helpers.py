@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -139,3 +141,23 @@ def point_mlflow_at(uri: str) -> None:
     """
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+
+
+@contextmanager
+def http_server(cmd: list[str], env: dict[str, str], port: int, what: str) -> Iterator[str]:
+    """Run `cmd` (a server listening on `port`) from the project root; yield its base URL once
+    /ping answers; stop it afterwards. Its output goes to a file, never to an unread pipe that
+    could fill up and stall it; the tail is shown when it does not come up."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, cwd=PROJ_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_for_http(f"{url}/ping", 120, what)
+            except pytest.fail.Exception:
+                log.seek(0)
+                pytest.fail(f"{what} did not come up: {log.read().decode()[-1500:]}")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)

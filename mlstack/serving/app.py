@@ -94,8 +94,8 @@ def _count_predictions(response: str) -> int:
     return len(predictions) if isinstance(predictions, list) else 0
 
 
-def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> Response | None:
-    """The fast path's answer, or None when the request is not plain tabular JSON."""
+def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> tuple[Response, int] | None:
+    """The fast path's (answer, rows), or None when the request is not plain tabular JSON."""
     mime, *params = (part.strip() for part in content_type.split(";"))
     if model.estimator is None or mime != JSON or params not in ([], ["charset=utf-8"]):
         return None
@@ -107,7 +107,8 @@ def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> Response
     if matrix is None:
         return None
     predictions = model.predict_matrix(matrix)
-    return Response(json.dumps({"predictions": predictions.tolist()}), media_type=JSON)
+    answer = Response(json.dumps({"predictions": predictions.tolist()}), media_type=JSON)
+    return answer, len(predictions)
 
 
 def build_app(state: ServerState) -> Starlette:
@@ -135,9 +136,12 @@ def build_app(state: ServerState) -> Starlette:
             )
         if state.predlog is not None and state.predlog.full:
             return _log_full()
-        answer = _fast_answer(body, content_type, model)
-        if answer is None:
+        fast = _fast_answer(body, content_type, model)
+        if fast is not None:
+            answer, rows = fast
+        else:
             answer = await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
+            rows = None  # counted from the body below, only when it is logged
         request_id = uuid.uuid4().hex
         answer.headers["X-Request-Id"] = request_id
         if state.predlog is not None and answer.status_code == 200:
@@ -151,7 +155,7 @@ def build_app(state: ServerState) -> Starlette:
                 content_type=content_type,
                 request=body.decode("utf-8", errors="replace"),
                 response=response,
-                rows=_count_predictions(response),
+                rows=rows if rows is not None else _count_predictions(response),
             )
             try:
                 state.predlog.put(record)

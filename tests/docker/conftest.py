@@ -8,7 +8,6 @@ with CI=true that is a failure. Images are built once per session, the way `make
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +17,12 @@ import pytest
 from mlstack.stack import NativeStack
 from tests.docker import engine
 from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV, make_wine_frame, write_uci_csv
-from tests.integration.conftest import running_stack
+from tests.integration.conftest import client_env, running_stack
 
 TRAIN_IMAGE = "mlstack-train"
 DEV_IMAGE = "mlstack-dev"
 SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
 SERVE_IMAGE = "mlstack-serve"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def source_commit() -> tuple[str, str]:
@@ -39,6 +31,13 @@ def source_commit() -> tuple[str, str]:
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
     return head.stdout.strip(), str(bool(status.stdout.strip())).lower()
+
+
+def host_env(tracking_uri: str, tmp_path: Path, data_dir: Path) -> dict[str, str]:
+    """A host shell as the README has it: MLFLOW_TRACKING_URI set (and nothing about S3 or the
+    database), the container-readable wine data, and the private engine's DOCKER_HOST."""
+    env = client_env(tracking_uri, tmp_path, data_dir / "winequality-red.csv")
+    return env | {"DOCKER_HOST": engine.DOCKER_HOST}
 
 
 def build(tag: str, *args: str) -> str:

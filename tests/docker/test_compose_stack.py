@@ -25,8 +25,9 @@ import requests
 from mlstack import envfile
 from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.settings import Settings
+from mlstack.stack import free_port
 from mlstack.tracking import PROXIED_ARTIFACTS_ONLY, configure_tracking
-from tests.docker.conftest import free_port
+from tests.docker.conftest import host_env
 from tests.docker.engine import DOCKER_HOST, docker
 from tests.docker.test_dev_image import ssh, ssh_options
 from tests.docker.test_mlflow_run import run_wine_in_the_image
@@ -38,7 +39,6 @@ from tests.helpers import (
     wait_for,
     wait_for_http,
 )
-from tests.integration.conftest import client_env
 
 pytestmark = pytest.mark.docker
 
@@ -98,7 +98,7 @@ def compose_stack(
     try:
         up = stack.run("--profile", "dev", "up", "-d", "--no-build")
         assert up.returncode == 0, up.stderr[-3000:]
-        wait_for_http(f"http://127.0.0.1:{values['MLFLOW_PORT']}/health", 180, "compose mlflow")
+        wait_for_http(f"{stack.tracking_uri}/health", 180, "compose mlflow")
         yield stack
     finally:
         logs = stack.run("--profile", "dev", "--profile", "serve", "logs", "--no-color")
@@ -114,6 +114,11 @@ class ComposeStack:
     env_file: Path
     project: str
 
+    @property
+    def tracking_uri(self) -> str:
+        """The stack's MLflow server as the host reaches it."""
+        return f"http://127.0.0.1:{self.values['MLFLOW_PORT']}"
+
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`docker compose -f docker-compose.yml --env-file ... -p PROJECT ARGS...`."""
         return subprocess.run(
@@ -124,16 +129,9 @@ class ComposeStack:
         )  # fmt: skip
 
 
-def _tracking_env(values: dict[str, str], tmp_path: Path, data_dir: Path) -> dict[str, str]:
-    """A host shell pointed at the compose stack's MLflow server, and the private engine."""
-    uri = f"http://127.0.0.1:{values['MLFLOW_PORT']}"
-    env = client_env(uri, tmp_path, data_dir / "winequality-red.csv")
-    return env | {"DOCKER_HOST": DOCKER_HOST}
-
-
 def test_host_run_lands_in_postgres_and_the_bucket(compose_stack, tmp_path, data_dir) -> None:
     values = compose_stack.values
-    env = _tracking_env(values, tmp_path, data_dir)
+    env = host_env(compose_stack.tracking_uri, tmp_path, data_dir)
     proc = run_entry(["train.py", "--alpha", "0.4"], env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_id = next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("run "))
@@ -154,7 +152,7 @@ def test_host_run_lands_in_postgres_and_the_bucket(compose_stack, tmp_path, data
 
 
 def test_mlflow_run_against_the_compose_stack(compose_stack, train_image, tmp_path, data_dir):
-    env = _tracking_env(compose_stack.values, tmp_path, data_dir)
+    env = host_env(compose_stack.tracking_uri, tmp_path, data_dir)
     run_wine_in_the_image(env, data_dir, f"compose-{uuid.uuid4().hex[:6]}")
 
 
@@ -173,8 +171,7 @@ def test_ssh_into_the_dev_service_and_train(compose_stack, client_key, data_dir)
     assert trained.returncode == 0, trained.stderr[-2000:]
     out = trained.stdout.decode()
     run_id = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("run "))
-    mlflow_port = compose_stack.values["MLFLOW_PORT"]
-    client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{mlflow_port}")
+    client = mlflow.MlflowClient(tracking_uri=compose_stack.tracking_uri)
     assert client.get_run(run_id).info.status == "FINISHED"
     assert "http://mlflow:5000" in out  # the run link: the dev container used the service name
 
@@ -182,7 +179,7 @@ def test_ssh_into_the_dev_service_and_train(compose_stack, client_key, data_dir)
 def test_serve_profile_answers_for_the_registered_champion(
     compose_stack, tmp_path, data_dir, monkeypatch
 ) -> None:
-    env = _tracking_env(compose_stack.values, tmp_path, data_dir)
+    env = host_env(compose_stack.tracking_uri, tmp_path, data_dir)
     trained = run_entry(["train.py", "--register-as", "wine"], env)
     assert trained.returncode == 0, trained.stderr[-2000:]
     up = compose_stack.run("--profile", "serve", "up", "-d", "--no-build", "serve")

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 import requests
 
-from tests.docker.conftest import free_port
+from mlstack.stack import free_port
 from tests.docker.engine import docker
 from tests.helpers import wait_for
 

@@ -21,11 +21,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mlstack.stack import NativeStack
-from tests.docker.conftest import free_port, source_commit
+from mlstack.stack import NativeStack, free_port
+from tests.docker.conftest import host_env, source_commit
 from tests.docker.engine import DOCKER_HOST
 from tests.helpers import PROJ_ROOT, run_entry, wait_for
-from tests.integration.conftest import client_env
 
 pytestmark = pytest.mark.docker
 
@@ -35,8 +34,7 @@ MLFLOW = str(Path(sys.executable).parent / "mlflow")
 @pytest.fixture
 def env(native_stack: NativeStack, tmp_path: Path, data_dir: Path) -> dict[str, str]:
     """A host shell with MLFLOW_TRACKING_URI set to the stack, and the private engine."""
-    env = client_env(native_stack.config.tracking_uri, tmp_path, data_dir / "winequality-red.csv")
-    return env | {"DOCKER_HOST": DOCKER_HOST}
+    return host_env(native_stack.config.tracking_uri, tmp_path, data_dir)
 
 
 def mlflow_run(uri: str, env: dict[str, str], data_dir: Path, *args: str, timeout: float = 600):
@@ -165,7 +163,9 @@ def test_without_a_server_the_embedded_store_is_refused_or_used(
     # A clean clone as the working directory, so MLflow's default store lands there.
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(PROJ_ROOT), str(clone)], check=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    # A shell with no MLflow settings at all (in-process training earlier in this session
+    # leaves MLFLOW_EXPERIMENT_ID behind, which `mlflow run` would obey).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLSTACK_"))}
     env |= {"DOCKER_HOST": DOCKER_HOST, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.run(
         [MLFLOW, "run", ".", "-A", "network=host", "-A", f"volume={data_dir}:/data:ro",
@@ -173,7 +173,9 @@ def test_without_a_server_the_embedded_store_is_refused_or_used(
         cwd=clone, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{clone}/mlflow.db")
-    (run,) = client.search_runs(["0"])
+    runs = client.search_runs(["0"])
+    assert len(runs) == 1, proc.stderr[-3000:]
+    (run,) = runs
     if os.geteuid() == 1000:  # the container's uid owns the store: it simply works
         assert proc.returncode == 0 and run.info.status == "FINISHED", proc.stderr[-2000:]
         return

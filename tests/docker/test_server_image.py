@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
 
-from tests.docker.conftest import free_port
+from mlstack.stack import free_port
 from tests.docker.engine import docker
+from tests.helpers import wait_for_http
 
 pytestmark = pytest.mark.docker
 
@@ -28,15 +28,7 @@ def test_server_image_builds_runs_as_non_root_and_answers(server_image: str) -> 
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     try:
-        deadline = time.monotonic() + 120
-        health = None
-        while time.monotonic() < deadline:
-            try:
-                health = requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        assert health is not None and health.status_code == 200, docker("logs", name).stderr
+        wait_for_http(f"http://127.0.0.1:{port}/health", 120, "the tracking server container")
         ui = requests.get(
             f"http://127.0.0.1:{port}/", headers={"Host": f"localhost:{port}"}, timeout=10
         )

@@ -14,11 +14,10 @@ import pytest
 import requests
 
 from mlstack.data import WINE_FEATURES, read_wine_csv
-from mlstack.stack import NativeStack
-from tests.docker.conftest import free_port
-from tests.docker.engine import DOCKER_HOST, docker
+from mlstack.stack import NativeStack, free_port
+from tests.docker.conftest import host_env
+from tests.docker.engine import docker
 from tests.helpers import point_mlflow_at, run_entry, scoring_requests, wait_for_http
-from tests.integration.conftest import client_env
 
 pytestmark = pytest.mark.docker
 
@@ -28,8 +27,7 @@ SERVING_IMAGE = "wine-serve"
 def test_build_docker_image_serves_the_champion(
     docker_engine: str, native_stack: NativeStack, data_dir: Path, tmp_path: Path
 ) -> None:
-    env = client_env(native_stack.config.tracking_uri, tmp_path, data_dir / "winequality-red.csv")
-    env["DOCKER_HOST"] = DOCKER_HOST
+    env = host_env(native_stack.config.tracking_uri, tmp_path, data_dir)
     name = f"wine-docker-{uuid.uuid4().hex[:6]}"
     trained = run_entry(["train.py", "--register-as", name], env)
     assert trained.returncode == 0, trained.stderr[-2000:]

@@ -5,11 +5,8 @@ answers image tensors."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -22,8 +19,8 @@ from starlette.testclient import TestClient
 from mlstack.data import WINE_FEATURES, load_digits_data, read_wine_csv
 from mlstack.serving.app import create_app
 from mlstack.serving.model import load_model
-from mlstack.stack import find_free_ports
-from tests.helpers import point_mlflow_at, run_entry, scoring_requests, wait_for_http
+from mlstack.stack import free_port
+from tests.helpers import http_server, point_mlflow_at, run_entry, scoring_requests
 from tests.integration.conftest import client_env
 
 pytestmark = pytest.mark.integration
@@ -38,24 +35,14 @@ def register(env: dict[str, str], script: str, name: str, *args: str) -> str:
     return f"models:/{name}@champion"
 
 
-@contextmanager
-def serve(model_uri: str, env: dict[str, str]) -> Iterator[str]:
-    """`mlflow models serve -m URI --env-manager local` on a free port; yields its base URL."""
-    port = find_free_ports()["mlflow_port"]
+def serve(model_uri: str, env: dict[str, str]):
+    """`mlflow models serve -m URI --env-manager local` on a free port (a context manager)."""
+    port = free_port()
     # mlflow starts `bash -c "exec uvicorn ..."`: the environment's bin/ must be on PATH.
     env = env | {"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/ping", 120, f"mlflow models serve {model_uri}")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    cmd = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    return http_server(cmd, env, port, f"mlflow models serve {model_uri}")
 
 
 @pytest.fixture(scope="module")

@@ -297,7 +297,9 @@ def test_fast_path_numbers_equal_pyfunc_to_the_last_digit(tmp_path) -> None:
     mlflow.sklearn.save_model(estimator, path, signature=signature, serialization_format="pickle")
     model = load_model(str(path), client=None)
     body = json.dumps(_body(frame, "dataframe_split")).encode()
-    fast = json.loads(_fast_answer(body, JSON, model).body)["predictions"]
+    answer, rows = _fast_answer(body, JSON, model)
+    fast = json.loads(answer.body)["predictions"]
+    assert rows == len(frame)
     assert fast == list(model.pyfunc.predict(frame))
 
 

@@ -7,8 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -18,27 +16,17 @@ import requests
 from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.settings import Settings
-from mlstack.stack import find_free_ports
-from tests.helpers import PROJ_ROOT, wait_for, wait_for_http
+from mlstack.stack import free_port
+from tests.helpers import PROJ_ROOT, http_server, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-@contextmanager
-def serving(cli_env: dict[str, str], *args: str) -> Iterator[str]:
-    """Our server on a free port; yields its base URL once /ping answers."""
-    port = find_free_ports()["mlflow_port"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlstack.serving", "--port", str(port), *args],
-        cwd=PROJ_ROOT, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/ping", 120, "python -m mlstack.serving")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+def serving(cli_env: dict[str, str], *args: str):
+    """Our server on a free port (a context manager yielding its base URL)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlstack.serving", "--port", str(port), *args]
+    return http_server(cmd, cli_env, port, "python -m mlstack.serving")
 
 
 def _register(settings: Settings, alpha: float) -> None:
