@@ -88,9 +88,9 @@ stack-status: $(STAMP)
 bench-tracking: $(STAMP)
 	$(PY) -m benchmarks.tracking
 
-## Benchmark our model server against `mlflow models serve` (needs wrk: apt-get install wrk)
+## Benchmark our model server against `mlflow models serve` (needs wrk; WORKERS=2 for two each)
 bench-serving: $(STAMP)
-	$(PY) -m benchmarks.serving
+	$(PY) -m benchmarks.serving --workers $(or $(WORKERS),1)
 
 ## Serve a model with our server on 127.0.0.1:8080 (MODEL=models:/wine@champion)
 serve: $(STAMP)

@@ -2,13 +2,15 @@
 
     make bench-serving                       # about 4 minutes with the default 8 s per cell
     .venv/bin/python -m benchmarks.serving --seconds 10
+    .venv/bin/python -m benchmarks.serving --workers 2   # both servers with 2 workers
 
 A throwaway embedded store gets a wine ElasticNet (the team's CSV when ../shared has it);
-both servers load models:/wine@champion with one worker each. The load generator is wrk
-(`apt-get install wrk`: C, event-driven, not the bottleneck here), for single-row and 100-row
-`dataframe_split` requests at 1, 8 and 64 connections. Before timing, both servers must return
-identical predictions for both bodies. Goal (issue #5): at 8 connections with single rows,
->= 10x the requests/s of `mlflow models serve`, p99 <= 10 ms, zero errors.
+both servers load models:/wine@champion with the same number of workers (--workers, default
+1). The load generator is wrk (`apt-get install wrk`: C, event-driven, not the bottleneck
+here), for single-row and 100-row `dataframe_split` requests at 1, 8 and 64 connections.
+Before timing, both servers must return identical predictions for both bodies. Goal (issue
+#5): at 8 connections with single rows, >= 10x the requests/s of `mlflow models serve`,
+p99 <= 10 ms, zero errors.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ def _server(cmd: list[str], env: dict[str, str], url: str, name: str):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _all_workers_up(url: str, workers: int) -> None:
+    """Wait until our server reports every worker (each listens once its model is loaded)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        text = requests.get(f"{url}/metrics", timeout=30).text
+        if re.search(rf"^mlstack_workers {workers}$", text, re.M):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"our server did not report {workers} workers within 180 s")
 
 
 def _body(rows: int, data: Path) -> str:
@@ -110,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     p.add_argument("--seconds", type=int, default=8, help="wrk duration per cell")
     p.add_argument("--data", type=Path, default=SHARED_WINE if SHARED_WINE.exists() else None)
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each server")
     args = p.parse_args(argv)
     if not shutil.which("wrk"):
         print("benchmarks.serving: error: wrk not found; install it: apt-get install wrk")
@@ -136,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         servers = {
             "ours": up.enter_context(_server(
                 [sys.executable, "-m", "mlstack.serving", "--model-uri", model,
-                 "--port", str(ours_port)],
+                 "--port", str(ours_port), "--workers", str(args.workers)],
                 env, f"http://127.0.0.1:{ours_port}", "mlstack.serving",
             )),
             "mlflow": up.enter_context(_server(
                 [str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
-                 "--host", "127.0.0.1", "--port", str(theirs_port), "--workers", "1"],
+                 "--host", "127.0.0.1", "--port", str(theirs_port), "--workers", str(args.workers)],
                 env, f"http://127.0.0.1:{theirs_port}", "mlflow models serve",
             )),
         }  # fmt: skip
@@ -159,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             if not same:
                 return 1
 
-        print(f"\nwrk -t1, {args.seconds:g} s per cell, one worker each; latency in ms")
+        _all_workers_up(servers["ours"], args.workers)
+        for url in servers.values():  # warm-up, not measured: every worker has started
+            wrk(url, bodies[1], 8, 3)
+        print(
+            f"\nwrk -t1, {args.seconds:g} s per cell, {args.workers} worker(s) each; latency in ms"
+        )
         header = (
             f"{'rows':>4} {'conns':>5} | {'ours rps':>9} {'p50':>6} {'p99':>6} {'err':>4} | "
             f"{'mlflow rps':>10} {'p50':>6} {'p99':>6} {'err':>4} | {'ratio':>6}"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Run
@@ -122,24 +122,25 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
 
-def ensure_experiment(name: str, settings: Settings) -> str:
-    """Get or create experiment `name` and make it active.
+def experiment_id_for(name: str, settings: Settings, client: Any = None) -> str:
+    """The id of experiment `name`, created if missing.
 
     On the embedded store the artifact location is pinned to `<store_dir>/mlruns/<name>`;
     MLflow's default is relative to the current directory, which scatters artifacts.
-
-    Returns:
-        The experiment id.
     """
-    client = mlflow.MlflowClient()
+    client = client or mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        location = None
-        if settings.uses_embedded_store:
-            location = (settings.embedded_artifact_root / _slug(name)).as_uri()
-        experiment_id = client.create_experiment(name, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if settings.uses_embedded_store:
+        location = (settings.embedded_artifact_root / _slug(name)).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def ensure_experiment(name: str, settings: Settings) -> str:
+    """Get or create experiment `name` (see experiment_id_for) and make it active; its id."""
+    experiment_id = experiment_id_for(name, settings)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,63 @@ def scoring_requests(frame: pd.DataFrame) -> dict[str, dict]:
         "dataframe_split": {"dataframe_split": split},
         "dataframe_records": {"dataframe_records": frame.to_dict(orient="records")},
         "inputs": {"inputs": frame.to_dict(orient="list")},
+    }
+
+
+SCORING_FORMS = (
+    "dataframe_split",
+    "dataframe_records",
+    "inputs",
+    "inputs_records",
+    "instances_records",
+    "instances_columns",
+)
+
+
+def scoring_forms(frame: pd.DataFrame, form: str) -> dict:
+    """The README's three forms, plus records under `inputs` and both shapes of `instances`."""
+    records, columns = frame.to_dict(orient="records"), frame.to_dict(orient="list")
+    return (
+        scoring_requests(frame)
+        | {
+            "inputs_records": {"inputs": records},
+            "instances_records": {"instances": records},
+            "instances_columns": {"instances": columns},
+        }
+    )[form]
+
+
+def awkward_requests(frame: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
+    """(body, content type) by case: other forms and bad input for /invocations, each of
+    which must get the same status and body from our server as from `mlflow models serve`."""
+    one = frame.head(2)
+    records = one.to_dict(orient="records")
+    missing = [{k: v for k, v in r.items() if k != "alcohol"} for r in records]
+    text = [dict(r, alcohol="strong") for r in records]
+    boolean = [dict(r, alcohol=True) for r in records]
+    ints = [{k: int(v) for k, v in r.items()} for r in records]
+    extra = [dict(r, colour="red") for r in records]
+
+    def j(obj) -> tuple[bytes, str]:
+        return json.dumps(obj).encode(), "application/json"
+
+    return {
+        "csv": (one.to_csv(index=False).encode(), "text/csv"),
+        "params": j({"dataframe_records": records, "params": {"x": 1}}),
+        "ints-for-doubles": j({"dataframe_records": ints}),
+        "extra-column": j({"dataframe_records": extra}),
+        "missing-column": j({"dataframe_records": missing}),
+        "string-value": j({"dataframe_records": text}),
+        "bool-value": j({"dataframe_records": boolean}),
+        "unknown-key": j({"rows": records}),
+        "empty-records": j({"dataframe_records": []}),
+        "malformed-json": (b'{"dataframe_records": [', "application/json"),
+        "not-json-at-all": (b"hello", "application/json"),
+        "wrong-content-type": (b"hello", "text/plain"),
+        "latin-1": (
+            json.dumps({"dataframe_records": records}).encode(),
+            "application/json; charset=latin-1",
+        ),
     }
 
 

@@ -1,17 +1,17 @@
-"""`python -m mlstack.serving --model-uri models:/wine@champion [--host H] [--port P]`.
+"""`python -m mlstack.serving --model-uri models:/wine@champion [--port P] [--workers N]`.
 
-Loads the model first (a missing model or a broken version stops here with one line, exit 2),
-then serves it with uvicorn. See mlstack/serving/__init__.py for the routes.
+Binds the port and loads the model first (a port in use, a missing model or a broken version
+stops here with one line, exit 2), then serves it with uvicorn: in this process, or with
+`--workers N` in N processes under a supervisor (mlstack/serving/workers.py). See
+mlstack/serving/__init__.py for the routes.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from mlstack.cli import OneLineErrorParser, run_cli
-from mlstack.errors import UsageError
 
 
 def parse_args(argv: list[str] | None):
@@ -20,6 +20,12 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--model-uri", required=True, help="models:/NAME@ALIAS, models:/NAME/N, ...")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1; about one per CPU core)",
+    )
     p.add_argument(
         "--max-body-mb", type=float, default=5.0, help="largest request body (default 5 MB)"
     )
@@ -32,19 +38,23 @@ def parse_args(argv: list[str] | None):
     )
     p.add_argument(
         "--log-predictions",
-        type=Path,
-        metavar="DIR",
-        help="write every answered request to Parquet files in DIR (for drift monitoring)",
+        metavar="DEST",
+        help="record every answered request as Parquet files (for drift monitoring): DEST is a "
+        "directory, or `mlflow[:EXPERIMENT]` for artifacts of a run on the tracking store "
+        "(a server's S3 bucket; experiment default: <model>-predictions)",
     )
     p.add_argument("--log-batch", type=int, default=1000, help="records per file (default 1000)")
     p.add_argument(
         "--log-flush-s", type=float, default=5.0, help="write at least this often (default 5 s)"
     )
+    p.set_defaults(prediction_run_id=None)  # set while serving with --log-predictions mlflow
     args = p.parse_args(argv)
     if args.log_batch < 1 or args.log_flush_s <= 0:
         p.error("--log-batch must be >= 1 and --log-flush-s > 0")
     if not 0 < args.port < 65536:
         p.error(f"--port {args.port} is not a TCP port (1-65535)")
+    if args.workers < 1:
+        p.error(f"--workers {args.workers}: give 1 or more")
     if args.max_body_mb <= 0 or args.follow_alias < 0:
         p.error("--max-body-mb must be > 0 and --follow-alias >= 0")
     return args
@@ -56,61 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     def body() -> int:
-        import mlflow
-        import uvicorn
-        from mlflow.exceptions import MlflowException
+        if args.workers == 1:
+            from mlstack.serving.runner import serve_one
 
-        from mlstack.serving.app import create_app
-        from mlstack.serving.model import MODEL_URI, load_model
-        from mlstack.serving.predlog import PredictionLog
-        from mlstack.settings import get_settings
-        from mlstack.tracking import configure_tracking
+            return serve_one(args)
+        from mlstack.serving.workers import serve_many
 
-        # The same store as training: the embedded one unless MLFLOW_TRACKING_URI is set.
-        configure_tracking(get_settings())
-        client = mlflow.MlflowClient()
-
-        def loader():
-            return load_model(args.model_uri, client)
-
-        try:
-            model = loader()
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise UsageError(
-                    f"cannot load {args.model_uri}: {exc.message.splitlines()[0]}; check the "
-                    "name and alias/version (and MLFLOW_TRACKING_URI)"
-                ) from exc
-            raise
-        alias = MODEL_URI.match(args.model_uri)
-        if args.follow_alias and not (alias and alias["alias"]):
-            raise UsageError("--follow-alias needs a models:/NAME@ALIAS model URI")
-
-        def latest_version() -> str:
-            return str(client.get_model_version_by_alias(alias["name"], alias["alias"]).version)
-
-        app = create_app(
-            model,
-            loader,
-            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-            follow_every_s=args.follow_alias,
-            latest_version=latest_version if args.follow_alias else None,
-            predlog=(
-                PredictionLog(
-                    args.log_predictions, batch_size=args.log_batch, flush_every_s=args.log_flush_s
-                )
-                if args.log_predictions
-                else None
-            ),
-        )
-        print(  # noqa: T201 (the runner's own output)
-            f"serving {args.model_uri} (version {model.version}, "
-            f"fast path {'on' if model.estimator is not None else 'off'}) "
-            f"on http://{args.host}:{args.port}",
-            flush=True,
-        )
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-        return 0
+        return serve_many(args)
 
     return run_cli("python -m mlstack.serving", body)
 

@@ -48,6 +48,10 @@ class ServerState:
     predlog: PredictionLog | None = None
     metrics: Metrics = field(default_factory=Metrics)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # With --workers N: this worker's line to the supervisor, which runs reloads and merges
+    # metrics across all workers (mlstack.serving.workers.WorkerLink); None when alone.
+    link: Any = None
+    worker: int = 0
 
 
 def _error(status: int, error_code: str, message: str) -> JSONResponse:
@@ -167,18 +171,23 @@ def build_app(state: ServerState) -> Starlette:
         return Response("\n", media_type=JSON)  # what `mlflow models serve` answers
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": state.model.describe()})
+        worker = {"index": state.worker, "pid": os.getpid()}
+        return JSONResponse({"status": "ok", "model": state.model.describe(), "worker": worker})
 
     async def version(request: Request) -> Response:
         return JSONResponse(state.model.describe())
 
     async def metrics(request: Request) -> Response:
-        return Response(
-            state.metrics.render(state.model.describe()),
-            media_type="text/plain; version=0.0.4",
-        )
+        if state.link is not None:
+            _, text = await state.link.ask("metrics")  # every worker's counts, summed
+        else:
+            text = state.metrics.render(state.model.describe())
+        return Response(text, media_type="text/plain; version=0.0.4")
 
     async def reload(request: Request) -> Response:
+        if state.link is not None:
+            status, answer = await state.link.ask("reload")  # all workers, or none
+            return JSONResponse(answer, status_code=status)
         return await reload_model(state)
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
@@ -197,6 +206,8 @@ def build_app(state: ServerState) -> Starlette:
             task = asyncio.create_task(_follow(state))
         if state.predlog is not None:
             state.predlog.start()
+        if state.link is not None:
+            state.link.start(state)
         yield
         if task is not None:
             task.cancel()
@@ -288,9 +299,12 @@ def create_app(
     follow_every_s: float = 0.0,
     latest_version: Callable[[], str | None] | None = None,
     predlog: PredictionLog | None = None,
+    link: Any = None,
+    worker: int = 0,
 ) -> Starlette:
     """The server app for an already loaded `model`; `loader` loads it again on /reload, and
-    every `follow_every_s` seconds when `latest_version()` names another version."""
+    every `follow_every_s` seconds when `latest_version()` names another version. A worker
+    among several gets its `link` to the supervisor and its `worker` index."""
     # What `mlflow models serve` sets: some flavors behave differently when serving.
     os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
     state = ServerState(
@@ -300,5 +314,7 @@ def create_app(
         follow_every_s=follow_every_s,
         latest_version=latest_version,
         predlog=predlog,
+        link=link,
+        worker=worker,
     )
     return build_app(state)

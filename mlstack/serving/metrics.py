@@ -1,6 +1,6 @@
 """Request counters and a latency histogram, rendered in Prometheus' text format.
 
-Per process: with several workers each keeps its own (scrape each, or run one worker).
+Per process; with several workers, /metrics merges every worker's snapshot (see workers.py).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
+from typing import Any
 
 # Seconds. Fine below 10 ms, where a healthy fast path lives.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -38,7 +39,33 @@ class Metrics:
         with self._lock:
             self.reloads[outcome] += 1
 
-    def render(self, model: dict[str, object]) -> str:
+    def snapshot(self) -> dict[str, Any]:
+        """Everything counted, as plain data (sent between processes)."""
+        with self._lock:
+            return {
+                "requests": [[path, status, n] for (path, status), n in self.requests.items()],
+                "bucket_counts": list(self.bucket_counts),
+                "latency_sum": self.latency_sum,
+                "latency_count": self.latency_count,
+                "reloads": dict(self.reloads),
+            }
+
+    @classmethod
+    def merged(cls, snapshots: list[dict[str, Any]]) -> Metrics:
+        """The sum of several workers' snapshots."""
+        total = cls()
+        for snap in snapshots:
+            for path, status, n in snap["requests"]:
+                total.requests[(path, status)] += n
+            total.bucket_counts = [
+                a + b for a, b in zip(total.bucket_counts, snap["bucket_counts"], strict=True)
+            ]
+            total.latency_sum += snap["latency_sum"]
+            total.latency_count += snap["latency_count"]
+            total.reloads.update(snap["reloads"])
+        return total
+
+    def render(self, model: dict[str, object], workers: int = 1) -> str:
         """The Prometheus text exposition of everything counted so far."""
         with self._lock:
             lines = [
@@ -75,5 +102,8 @@ class Metrics:
             "# HELP mlstack_model_info The model being served (value is always 1).",
             "# TYPE mlstack_model_info gauge",
             f"mlstack_model_info{{{labels}}} 1",
+            "# HELP mlstack_workers Worker processes answering requests.",
+            "# TYPE mlstack_workers gauge",
+            f"mlstack_workers {workers}",
         ]
         return "\n".join(lines) + "\n"

@@ -72,22 +72,35 @@ def fast_path_plan(pyfunc: Any) -> tuple[Any, tuple[str, ...], tuple[type, ...]]
     return pyfunc.get_raw_model(), tuple(names), tuple(types)
 
 
-def load_model(model_uri: str, client: Any) -> ServedModel:
+def resolve_version(model_uri: str, client: Any) -> str | None:
+    """The registry version `model_uri` names now (None for URIs outside the registry)."""
+    match = MODEL_URI.match(model_uri)
+    if not match:
+        return None
+    if match["alias"]:
+        return str(client.get_model_version_by_alias(match["name"], match["alias"]).version)
+    return str(client.get_model_version(match["name"], match["version"]).version)
+
+
+def load_model(model_uri: str, client: Any, version: str | None = None) -> ServedModel:
     """Load `model_uri` (models:/name@alias, models:/name/N, runs:/..., a path) for serving.
 
-    `client` (an MlflowClient) resolves registry URIs; None will do for other URIs.
+    `client` (an MlflowClient) resolves registry URIs; None will do for other URIs. `version`
+    pins a registry URI to that version (how several workers load the same one).
     """
     import mlflow
 
-    name = version = alias = None
+    name = alias = None
     resolved = model_uri
     match = MODEL_URI.match(model_uri)
-    if match:
+    if not match:
+        version = None
+    else:
         name, alias = match["name"], match["alias"]
         mv = (
             client.get_model_version_by_alias(name, alias)
-            if alias
-            else client.get_model_version(name, match["version"])
+            if alias and version is None
+            else client.get_model_version(name, version or match["version"])
         )
         version = str(mv.version)
         # Load the resolved version, so an alias moving mid-load cannot mix two versions,

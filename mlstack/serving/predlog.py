@@ -2,10 +2,18 @@
 
 Each record: request id, time, model name/version/run id, content type, the request body and the
 response body, and the row count. A background thread writes batches (`--log-batch` records or
-every `--log-flush-s` seconds) to `predictions-<time>-<pid>-<seq>.parquet` in the log directory,
-through a temporary name and an atomic rename, so a reader (the drift job) never sees half a
-file. Memory is bounded: when the queue is full the server answers 503 instead of predicting,
-so no answered request goes unrecorded. A clean stop writes what is queued before exiting.
+every `--log-flush-s` seconds) as `predictions-<time>-<pid>-<seq>.parquet` to a sink:
+
+- `DirectorySink`: a directory (a volume), through a temporary name and an atomic rename, so a
+  reader never sees half a file;
+- `MlflowRunSink` (`--log-predictions mlflow`): artifacts of one MLflow run per server, under
+  `predictions/`. Through a tracking server they land in the stack's S3 bucket via the
+  server's artifact proxy, so the serving process holds no S3 keys; the drift job finds them
+  by experiment (`<model>-predictions`) and run.
+
+Memory is bounded: when the queue is full the server answers 503 instead of predicting, so no
+answered request goes unrecorded. A clean stop writes what is queued; a batch the sink still
+refuses then is written to a local spill directory instead, and its path logged.
 """
 
 from __future__ import annotations
@@ -13,10 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +60,106 @@ class Record:
     rows: int
 
 
+class Sink(Protocol):
+    """Where batches go."""
+
+    def open(self) -> None:
+        """Prepare to write (create the directory, ...)."""
+
+    def write(self, name: str, table: Any) -> None:
+        """Store one batch (a pyarrow Table) as `name`.parquet, whole or not at all."""
+
+
+class DirectorySink:
+    """Parquet files in a local directory (or a mounted volume)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def open(self) -> None:
+        """Create the directory."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, table: Any) -> None:
+        """Write through a temporary name, then rename: readers never see half a file."""
+        import pyarrow.parquet as pq
+
+        tmp = self.directory / f".{name}.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.directory / f"{name}.parquet")
+
+
+class MlflowRunSink:
+    """Parquet files as artifacts of one MLflow run, under `predictions/`."""
+
+    ARTIFACT_PATH = "predictions"
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def open(self) -> None:
+        """Nothing to prepare: the run exists (see open_prediction_run)."""
+
+    def write(self, name: str, table: Any) -> None:
+        """Upload the batch (one artifact, visible only once complete)."""
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory(prefix="mlstack-predlog-") as tmp:
+            path = Path(tmp) / f"{name}.parquet"
+            pq.write_table(table, path)
+            self.client.log_artifact(self.run_id, str(path), self.ARTIFACT_PATH)
+
+
+def open_prediction_run(client: Any, model_uri: str, experiment: str) -> str:
+    """Start the MLflow run whose artifacts hold this server's prediction log; its id."""
+    from mlstack.settings import get_settings
+    from mlstack.tracking import experiment_id_for
+
+    experiment_id = experiment_id_for(experiment, get_settings(), client)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"serving-{time.strftime('%Y%m%dT%H%M%S')}",
+        tags={"mlstack.kind": "prediction-log", "mlstack.model_uri": model_uri},
+    )
+    return run.info.run_id
+
+
+def load_prediction_log(source: str | Path, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every record of a prediction log, for the drift job and for checks: `source` is a log
+    directory or a run id whose artifacts hold one (`--log-predictions mlflow`)."""
+    import mlflow
+
+    path = Path(source)
+    if not path.is_dir():
+        path = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=str(source),
+                artifact_path=MlflowRunSink.ARTIFACT_PATH,
+                tracking_uri=tracking_uri,
+            )
+        )
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(SCHEMA_FIELDS))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
 class PredictionLog:
-    """A bounded queue drained by one writer thread into Parquet files under `directory`."""
+    """A bounded queue drained by one writer thread into a Sink."""
 
     def __init__(
         self,
-        directory: Path,
+        sink: Sink | Path,
         *,
         batch_size: int = 1000,
         flush_every_s: float = 5.0,
         max_queued: int = 50_000,
+        spill_dir: Path | None = None,
     ) -> None:
-        self.directory = directory
+        self.sink: Sink = DirectorySink(sink) if isinstance(sink, Path) else sink
+        # Where a batch goes when the sink still refuses it at shutdown.
+        self.spill_dir = spill_dir or Path(tempfile.gettempdir()) / "mlstack-predictions-unsent"
         self.batch_size = batch_size
         self.flush_every_s = flush_every_s
         self._queue: queue.Queue[Record] = queue.Queue(maxsize=max_queued)
@@ -70,8 +170,8 @@ class PredictionLog:
         self.files = 0
 
     def start(self) -> None:
-        """Create the directory and start the writer."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Open the sink and start the writer."""
+        self.sink.open()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -113,27 +213,43 @@ class PredictionLog:
                 elif not stopping:
                     time.sleep(1)  # keep the batch; the queue fills and the server answers 503
                 else:
-                    log.error("prediction log: %d records could not be written", len(batch))
+                    self._spill(batch)
             if time.monotonic() >= deadline:
                 deadline = time.monotonic() + self.flush_every_s
             if stopping:
                 return
 
-    def _write(self, batch: list[Record]) -> bool:
+    def _table(self, batch: list[Record]) -> Any:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        columns = {name: [getattr(r, name) for r in batch] for name in SCHEMA_FIELDS}
-        table = pa.table(columns)
+        return pa.table({name: [getattr(r, name) for r in batch] for name in SCHEMA_FIELDS})
+
+    def _name(self) -> str:
         self._seq += 1
-        name = f"predictions-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{self._seq:06d}"
-        tmp = self.directory / f".{name}.parquet.tmp"
+        return f"predictions-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{self._seq:06d}"
+
+    def _write(self, batch: list[Record]) -> bool:
         try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.directory / f"{name}.parquet")
-        except OSError as exc:
+            self.sink.write(self._name(), self._table(batch))
+        except Exception as exc:  # disk full, server away, ...: keep the batch, try again
             log.error("prediction log: %d records not written yet: %s", len(batch), exc)
             return False
         self.written += len(batch)
         self.files += 1
         return True
+
+    def _spill(self, batch: list[Record]) -> None:
+        """Shutdown, and the sink still refuses: keep the records on local disk instead."""
+        spill = DirectorySink(self.spill_dir)
+        name = self._name()
+        try:
+            spill.open()
+            spill.write(name, self._table(batch))
+        except Exception as exc:
+            log.error("prediction log: %d records lost: %s", len(batch), exc)
+            return
+        log.error(
+            "prediction log: %d records could not reach the sink; kept in %s",
+            len(batch),
+            self.spill_dir / f"{name}.parquet",
+        )

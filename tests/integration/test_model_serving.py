@@ -1,9 +1,12 @@
-"""`mlflow models serve` on registry models from the tracking server, as the README shows it:
-every JSON form of /invocations returns what in-process `predict` returns; the digits CNN
-answers image tensors."""
+"""Serving registry models from the tracking server, as the README shows it: `mlflow models
+serve` answers every JSON form with what in-process `predict` returns, and the digits CNN
+answers image tensors; our server, as a process with two workers, answers every request form
+and every bad request over HTTP exactly as `mlflow models serve` does; and its prediction log
+reaches the stack's S3 bucket through the tracking server."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -19,9 +22,18 @@ from starlette.testclient import TestClient
 from mlstack.data import WINE_FEATURES, load_digits_data, read_wine_csv
 from mlstack.serving.app import create_app
 from mlstack.serving.model import load_model
+from mlstack.serving.predlog import load_prediction_log
 from mlstack.stack import free_port
-from tests.helpers import http_server, point_mlflow_at, run_entry, scoring_requests
-from tests.integration.conftest import client_env
+from tests.helpers import (
+    SCORING_FORMS,
+    awkward_requests,
+    http_server,
+    point_mlflow_at,
+    run_entry,
+    scoring_forms,
+    scoring_requests,
+)
+from tests.integration.conftest import client_env, s3_keys
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +63,14 @@ def wine_model(stack, tmp_path_factory, wine_csv) -> tuple[str, pd.DataFrame, di
     uri = register(env, "train.py", f"wine-serve-{uuid.uuid4().hex[:6]}")
     frame = read_wine_csv(Path(env["MLSTACK_WINE_DATA"]))[list(WINE_FEATURES)].head(5)
     return uri, frame, env
+
+
+def ours(model_uri: str, env: dict[str, str], *args: str):
+    """`python -m mlstack.serving` on a free port (a context manager)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlstack.serving", "--model-uri", model_uri,
+           "--port", str(port), *args]  # fmt: skip
+    return http_server(cmd, env, port, f"python -m mlstack.serving {model_uri}")
 
 
 def test_mlflow_models_serve_answers_every_json_form(wine_model) -> None:
@@ -85,3 +105,50 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
     ours = TestClient(create_app(model, lambda: load_model(uri, client)))
     answer = ours.post("/invocations", json={"inputs": images.tolist()})
     assert answer.status_code == 200 and answer.json() == theirs
+
+
+def test_our_server_answers_every_request_like_mlflow_models_serve(wine_model) -> None:
+    uri, frame, env = wine_model
+    cases = {
+        f"{form}-{rows}-rows": (json.dumps(scoring_forms(frame.head(rows), form)).encode(),
+                                "application/json")
+        for form in SCORING_FORMS
+        for rows in (1, len(frame))
+    } | awkward_requests(frame)  # fmt: skip
+    with serve(uri, env) as theirs, ours(uri, env, "--workers", "2") as mine:
+        for case, (content, content_type) in cases.items():
+            answers = [
+                requests.post(f"{url}/invocations", data=content, timeout=30,
+                              headers={"Content-Type": content_type})
+                for url in (mine, theirs)
+            ]  # fmt: skip
+            a, b = answers
+            assert a.status_code == b.status_code, (case, a.text[:300], b.text[:300])
+            assert a.status_code < 500, (case, a.text[:300])  # never a 500 for a client mistake
+            if b.headers["content-type"].startswith("application/json"):
+                assert a.json() == b.json(), case
+            else:
+                assert a.text == b.text, case
+
+
+def test_prediction_log_reaches_the_stack_bucket_through_the_server(stack, wine_model) -> None:
+    uri, frame, env = wine_model
+    body = scoring_requests(frame)["dataframe_split"]
+    # No S3 keys in this process's environment (client_env): uploads go through the server.
+    assert not any(k.startswith("AWS_") for k in env)
+    with ours(
+        uri, env, "--workers", "2", "--log-predictions", "mlflow", "--log-flush-s", "60"
+    ) as url:
+        with requests.Session() as session:
+            ids = [session.post(f"{url}/invocations", json=body, timeout=30).headers["X-Request-Id"]
+                   for _ in range(25)]  # fmt: skip
+    client = mlflow.MlflowClient(stack.config.tracking_uri, stack.config.tracking_uri)
+    name = uri.split("/")[1].split("@")[0]
+    experiment = client.get_experiment_by_name(f"{name}-predictions")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    table = load_prediction_log(run.info.run_id, stack.config.tracking_uri)
+    assert sorted(table["request_id"]) == sorted(ids)
+    assert set(table["rows"]) == {len(frame)}
+    keys = [k for k in s3_keys(stack) if run.info.run_id in k and "/predictions/" in k]
+    assert keys and all(k.endswith(".parquet") for k in keys)

@@ -21,7 +21,7 @@ from mlstack.serving import fastpath
 from mlstack.serving.app import _fast_answer, create_app
 from mlstack.serving.model import load_model
 from mlstack.settings import Settings
-from tests.helpers import scoring_requests
+from tests.helpers import SCORING_FORMS, awkward_requests, scoring_forms
 
 URI = "models:/wine@champion"
 JSON = "application/json"
@@ -58,29 +58,6 @@ def servers(served_settings: Settings):
     return ours, theirs, model
 
 
-def _body(frame: pd.DataFrame, form: str) -> dict:
-    """The README's three forms, plus records under `inputs` and both shapes of `instances`."""
-    records, columns = frame.to_dict(orient="records"), frame.to_dict(orient="list")
-    return (
-        scoring_requests(frame)
-        | {
-            "inputs_records": {"inputs": records},
-            "instances_records": {"instances": records},
-            "instances_columns": {"instances": columns},
-        }
-    )[form]
-
-
-FORMS = [
-    "dataframe_split",
-    "dataframe_records",
-    "inputs",
-    "inputs_records",
-    "instances_records",
-    "instances_columns",
-]
-
-
 def _same(ours: TestClient, theirs: TestClient, content: bytes, content_type: str):
     a = ours.post("/invocations", content=content, headers={"Content-Type": content_type})
     b = theirs.post("/invocations", content=content, headers={"Content-Type": content_type})
@@ -93,10 +70,10 @@ def _same(ours: TestClient, theirs: TestClient, content: bytes, content_type: st
 
 
 @pytest.mark.parametrize("rows", [1, 400])
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", SCORING_FORMS)
 def test_every_json_form_answers_like_mlflow(servers, frame, form: str, rows: int) -> None:
     ours, theirs, model = servers
-    body = json.dumps(_body(frame.head(rows), form)).encode()
+    body = json.dumps(scoring_forms(frame.head(rows), form)).encode()
     answer = _same(ours, theirs, body, JSON)
     assert answer.status_code == 200
     assert len(answer.json()["predictions"]) == rows
@@ -104,38 +81,6 @@ def test_every_json_form_answers_like_mlflow(servers, frame, form: str, rows: in
     assert _fast_answer(body, JSON, model) is not None
     expected = model.pyfunc.predict(frame.head(rows))
     assert answer.json()["predictions"] == list(expected)
-
-
-def _bad_bodies(frame: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
-    one = frame.head(2)
-    records = one.to_dict(orient="records")
-    missing = [{k: v for k, v in r.items() if k != "alcohol"} for r in records]
-    text = [dict(r, alcohol="strong") for r in records]
-    boolean = [dict(r, alcohol=True) for r in records]
-    ints = [{k: int(v) for k, v in r.items()} for r in records]
-    extra = [dict(r, colour="red") for r in records]
-
-    def j(obj) -> tuple[bytes, str]:
-        return json.dumps(obj).encode(), JSON
-
-    return {
-        "csv": (one.to_csv(index=False).encode(), "text/csv"),
-        "params": j({"dataframe_records": records, "params": {"x": 1}}),
-        "ints-for-doubles": j({"dataframe_records": ints}),
-        "extra-column": j({"dataframe_records": extra}),
-        "missing-column": j({"dataframe_records": missing}),
-        "string-value": j({"dataframe_records": text}),
-        "bool-value": j({"dataframe_records": boolean}),
-        "unknown-key": j({"rows": records}),
-        "empty-records": j({"dataframe_records": []}),
-        "malformed-json": (b'{"dataframe_records": [', JSON),
-        "not-json-at-all": (b"hello", JSON),
-        "wrong-content-type": (b"hello", "text/plain"),
-        "latin-1": (
-            json.dumps({"dataframe_records": records}).encode(),
-            f"{JSON}; charset=latin-1",
-        ),
-    }
 
 
 @pytest.mark.parametrize(
@@ -158,7 +103,7 @@ def _bad_bodies(frame: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
 )
 def test_other_forms_and_bad_input_answer_like_mlflow(servers, frame, case: str) -> None:
     ours, theirs, _ = servers
-    content, content_type = _bad_bodies(frame)[case]
+    content, content_type = awkward_requests(frame)[case]
     answer = _same(ours, theirs, content, content_type)
     assert answer.status_code < 500, answer.text[:300]  # never a 500 for a client's mistake
 
@@ -175,7 +120,7 @@ def test_missing_column_is_named_in_the_400(servers, frame) -> None:
 def test_our_own_errors_are_json_4xx(servers, frame) -> None:
     ours, _, model = servers
     small = TestClient(create_app(model, lambda: model, max_body_bytes=1000))
-    big = json.dumps(_body(frame.head(10), "dataframe_records")).encode()
+    big = json.dumps(scoring_forms(frame.head(10), "dataframe_records")).encode()
     too_large = small.post("/invocations", content=big, headers={"Content-Type": JSON})
     assert too_large.status_code == 413 and "--max-body-mb" in too_large.json()["message"]
     no_type = ours.post("/invocations", content=b"{}")
@@ -194,7 +139,7 @@ def test_version_health_ping_and_metrics(servers, frame) -> None:
     assert (version["name"], version["version"], version["alias"]) == ("wine", "1", "champion")
     assert version["run_id"] == model.pyfunc.metadata.run_id and version["fast_path"] is True
     assert ours.get("/health").json()["status"] == "ok"
-    body = json.dumps(_body(frame.head(1), "dataframe_split")).encode()
+    body = json.dumps(scoring_forms(frame.head(1), "dataframe_split")).encode()
     for _ in range(3):
         ours.post("/invocations", content=body, headers={"Content-Type": JSON})
     ours.post("/invocations", content=b"[", headers={"Content-Type": JSON})
@@ -296,7 +241,7 @@ def test_fast_path_numbers_equal_pyfunc_to_the_last_digit(tmp_path) -> None:
     signature = infer_signature(frame, estimator.predict(frame))
     mlflow.sklearn.save_model(estimator, path, signature=signature, serialization_format="pickle")
     model = load_model(str(path), client=None)
-    body = json.dumps(_body(frame, "dataframe_split")).encode()
+    body = json.dumps(scoring_forms(frame, "dataframe_split")).encode()
     answer, rows = _fast_answer(body, JSON, model)
     fast = json.loads(answer.body)["predictions"]
     assert rows == len(frame)
@@ -309,7 +254,7 @@ def test_a_full_prediction_log_refuses_work_instead_of_dropping_records(servers,
     _, _, model = servers
     predlog = PredictionLog(tmp_path / "log", max_queued=2)  # never started: nothing drains
     app = TestClient(create_app(model, lambda: model, predlog=predlog))
-    body = _body(frame.head(1), "dataframe_records")
+    body = scoring_forms(frame.head(1), "dataframe_records")
     statuses = [app.post("/invocations", json=body).status_code for _ in range(3)]
     assert statuses == [200, 200, 503]
     assert app.post("/invocations", json=body).json()["error_code"] == "PREDICTION_LOG_FULL"
@@ -323,5 +268,38 @@ def test_a_log_that_fills_during_the_prediction_still_refuses(servers, frame, tm
 
     _, _, model = servers
     app = TestClient(create_app(model, lambda: model, predlog=Racing(tmp_path, max_queued=1)))
-    body = _body(frame.head(1), "dataframe_records")
+    body = scoring_forms(frame.head(1), "dataframe_records")
     assert [app.post("/invocations", json=body).status_code for _ in range(2)] == [200, 503]
+
+
+def test_bound_sockets_give_accepted_connections_tcp_nodelay() -> None:
+    """Without proto=IPPROTO_TCP on the listener, asyncio leaves Nagle on (uvicorn #3149) and
+    each kept-alive answer waits ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    from mlstack.serving.runner import bind_sockets
+    from mlstack.stack import free_port
+
+    async def nodelay_of_accepted(sock: socket.socket) -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(reader, writer) -> None:
+            conn = writer.get_extra_info("socket")
+            accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(accepted, 5)
+        finally:
+            writer.close()
+            server.close()
+
+    port = free_port()
+    sockets = bind_sockets("127.0.0.1", port, count=2)  # one per worker, same port
+    assert [s.getsockname()[1] for s in sockets] == [port, port]
+    for sock in sockets:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert asyncio.run(nodelay_of_accepted(sock)) != 0

@@ -1,9 +1,13 @@
 """`python -m mlstack.serving` as a real process on an embedded store: the README's command,
-hot reload under load with no failed or mixed answers, following an alias, and bad input."""
+with one worker and with several, hot reload under load with no failed or mixed answers,
+following an alias, the prediction log, worker restarts, and bad input."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -15,9 +19,10 @@ import requests
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
+from mlstack.serving.predlog import load_prediction_log
 from mlstack.settings import Settings
 from mlstack.stack import free_port
-from tests.helpers import PROJ_ROOT, http_server, wait_for
+from tests.helpers import PROJ_ROOT, http_server, store_client, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +38,13 @@ def _register(settings: Settings, alpha: float) -> None:
     wine.train(wine.WineParams(alpha=alpha), register_as="wine", settings=settings)
 
 
-def test_reload_under_load_answers_every_request_from_one_version(settings, cli_env) -> None:
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"], ids=["1-worker", "2-workers"])
+
+
+@WORKERS
+def test_reload_under_load_answers_every_request_from_one_version(
+    settings, cli_env, workers
+) -> None:
     _register(settings, alpha=0.5)
     frame = read_wine_csv(Path(settings.wine_data))[list(WINE_FEATURES)].head(2)
     body = {"dataframe_records": frame.to_dict(orient="records")}
@@ -47,7 +58,7 @@ def test_reload_under_load_answers_every_request_from_one_version(settings, cli_
                 r = session.post(f"{url}/invocations", json=body, timeout=30)
                 answers.append((r.status_code, r.json().get("predictions")))
 
-    with serving(cli_env, "--model-uri", "models:/wine@champion") as url:
+    with serving(cli_env, "--model-uri", "models:/wine@champion", "--workers", workers) as url:
         threads = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
         for t in threads:
             t.start()
@@ -56,7 +67,9 @@ def test_reload_under_load_answers_every_request_from_one_version(settings, cli_
             _register(settings, alpha=0.01)  # better: the champion alias moves to v2
             reloaded = requests.post(f"{url}/reload", timeout=120)
             assert reloaded.status_code == 200 and reloaded.json()["serving"]["version"] == "2"
-            seen = len(answers)
+            # Answered after /reload returned, save the 4 requests already in flight: every
+            # worker has switched by then.
+            seen = len(answers) + 4
             wait_for(lambda: len(answers) > seen + 50, 60, "load after the reload")
         finally:
             stop.set()
@@ -67,19 +80,25 @@ def test_reload_under_load_answers_every_request_from_one_version(settings, cli_
     statuses = {status for status, _ in answers}
     assert statuses == {200}
     assert all(p in (v1, v2) for _, p in answers)  # never a mix of two versions
-    assert answers[-1][1] == v2 and v1 in [p for _, p in answers]
+    assert v1 in [p for _, p in answers[:seen]]
+    assert all(p == v2 for _, p in answers[seen:])
 
 
-def test_follow_alias_reloads_by_itself(settings, cli_env) -> None:
+@WORKERS
+def test_follow_alias_reloads_by_itself(settings, cli_env, workers) -> None:
     _register(settings, alpha=0.5)
-    with serving(cli_env, "--model-uri", "models:/wine@champion", "--follow-alias", "0.5") as url:
+    args = ["--model-uri", "models:/wine@champion", "--follow-alias", "0.5", "--workers", workers]
+    with serving(cli_env, *args) as url:
         assert requests.get(f"{url}/version", timeout=5).json()["version"] == "1"
         _register(settings, alpha=0.01)
         wait_for(
-            lambda: requests.get(f"{url}/version", timeout=5).json()["version"] == "2",
+            lambda: requests.get(f"{url}/metrics", timeout=5).text.count('outcome="ok"} 1') == 1,
             60,
             "the server to follow the alias to v2",
         )
+        # Each new connection may reach another worker: all of them serve v2 now.
+        versions = {requests.get(f"{url}/version", timeout=5).json()["version"] for _ in range(20)}
+        assert versions == {"2"}
 
 
 @pytest.mark.parametrize(
@@ -88,8 +107,10 @@ def test_follow_alias_reloads_by_itself(settings, cli_env) -> None:
         (["--model-uri", "models:/nope@champion"], "cannot load models:/nope@champion"),
         (["--model-uri", "models:/wine/1", "--follow-alias", "5"], "--follow-alias needs"),
         (["--model-uri", "models:/wine/1", "--port", "70000"], "is not a TCP port"),
+        (["--model-uri", "models:/nope@champion", "--workers", "2"], "cannot load models:/nope"),
+        (["--model-uri", "models:/wine/1", "--workers", "0"], "--workers 0: give 1 or more"),
     ],
-    ids=["unknown-model", "follow-without-alias", "bad-port"],
+    ids=["unknown-model", "follow-without-alias", "bad-port", "unknown-model-2", "no-workers"],
 )
 def test_bad_input_exits_2_with_one_line(settings, cli_env, args, message) -> None:
     _register(settings, alpha=0.5)
@@ -102,9 +123,14 @@ def test_bad_input_exits_2_with_one_line(settings, cli_env, args, message) -> No
     assert message in last and last.startswith("python -m mlstack.serving: error:")
 
 
-def test_every_answered_request_is_logged_exactly_once(settings, cli_env, tmp_path) -> None:
-    import pyarrow.parquet as pq
-
+@pytest.mark.parametrize(
+    ("workers", "sink"),
+    [("1", "directory"), ("2", "directory"), ("2", "mlflow")],
+    ids=["1-worker-directory", "2-workers-directory", "2-workers-mlflow-run"],
+)
+def test_every_answered_request_is_logged_exactly_once(
+    settings, cli_env, tmp_path, workers, sink
+) -> None:
     _register(settings, alpha=0.5)
     frame = read_wine_csv(Path(settings.wine_data))[list(WINE_FEATURES)].head(3)
     bodies = [
@@ -114,8 +140,9 @@ def test_every_answered_request_is_logged_exactly_once(settings, cli_env, tmp_pa
     ]
     answered: list[tuple[int, str]] = []
     logdir = tmp_path / "predictions"
-    args = ["--model-uri", "models:/wine@champion", "--log-predictions", str(logdir),
-            "--log-batch", "50", "--log-flush-s", "60"]  # fmt: skip
+    dest = str(logdir) if sink == "directory" else "mlflow"
+    args = ["--model-uri", "models:/wine@champion", "--log-predictions", dest,
+            "--log-batch", "50", "--log-flush-s", "60", "--workers", workers]  # fmt: skip
 
     def client(url: str, n: int) -> None:
         with requests.Session() as session:
@@ -133,12 +160,86 @@ def test_every_answered_request_is_logged_exactly_once(settings, cli_env, tmp_pa
         for t in threads:
             t.join(120)
     # The server has stopped (SIGTERM): what was still queued (under a batch, long before the
-    # 60 s flush) must be on disk now, and no temporary file left behind.
-    files = sorted(logdir.iterdir())
-    assert files and all(f.suffix == ".parquet" and not f.name.startswith(".") for f in files)
-    table = pq.read_table(logdir).to_pandas()
+    # 60 s flush) must be written now, and no temporary file left behind.
+    if sink == "directory":
+        files = sorted(logdir.iterdir())
+        assert files and all(f.suffix == ".parquet" and not f.name.startswith(".") for f in files)
+        table = load_prediction_log(logdir)
+    else:  # one run in <model>-predictions, ended FINISHED, the batches its artifacts
+        (run,) = store_client(settings).search_runs(
+            [store_client(settings).get_experiment_by_name("wine-predictions").experiment_id]
+        )
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlstack.kind"] == "prediction-log"
+        table = load_prediction_log(run.info.run_id, settings.embedded_tracking_uri)
     ok_ids = sorted(rid for status, rid in answered if status == 200)
     assert len(ok_ids) == 160 and {s for s, _ in answered} == {200, 400}
     assert sorted(table["request_id"]) == ok_ids  # each answered prediction exactly once
     assert set(table["model_version"]) == {"1"} and set(table["rows"]) == {3}
     assert set(table["content_type"]) == {"application/json", "text/csv"}
+
+
+def test_a_port_in_use_exits_2_with_one_line(settings, cli_env) -> None:
+    _register(settings, alpha=0.5)
+    with serving(cli_env, "--model-uri", "models:/wine@champion", "--workers", "2") as url:
+        port = url.rsplit(":", 1)[1]  # taken, by a server sharing it between its own workers
+        for workers in ("1", "2"):
+            proc = subprocess.run(
+                [sys.executable, "-m", "mlstack.serving", "--model-uri", "models:/wine/1",
+                 "--port", port, "--workers", workers],
+                cwd=PROJ_ROOT, env=cli_env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 2, proc.stderr[-1500:]
+            assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr.strip().splitlines()[-1]
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match[1])
+
+
+def test_workers_share_the_load_merge_metrics_and_restart(settings, cli_env) -> None:
+    _register(settings, alpha=0.5)
+    frame = read_wine_csv(Path(settings.wine_data))[list(WINE_FEATURES)].head(1)
+    body = {"dataframe_split": frame.to_dict(orient="split", index=False)}
+    with serving(cli_env, "--model-uri", "models:/wine@champion", "--workers", "2") as url:
+        # Each new connection goes to one worker's socket (SO_REUSEPORT spreads them); a
+        # worker listens once its model is loaded, so the second may still be on its way.
+        wait_for(lambda: len(_pids(url)) == 2, 120, "both workers to answer")
+        pids = _pids(url)
+        for _ in range(30):  # new connections: both workers answer some of these
+            assert requests.post(f"{url}/invocations", json=body, timeout=10).status_code == 200
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        assert _metric(text, 'mlstack_requests_total{path="/invocations",status="200"}') == 30
+        assert _metric(text, "mlstack_invocation_seconds_count") == 30
+        assert _metric(text, "mlstack_workers") == 2
+
+        victim = pids.pop()
+        os.kill(victim, signal.SIGKILL)
+
+        wait_for(lambda: len(_pids(url) - {victim}) == 2, 120, "the killed worker to restart")
+        assert requests.post(f"{url}/invocations", json=body, timeout=10).status_code == 200
+        everyone = pids | _pids(url)
+    # The server stopped (SIGTERM to the supervisor): no worker outlives it.
+    wait_for(lambda: not any(_alive(pid) for pid in everyone), 30, "the workers to exit")
+
+
+def _pids(url: str) -> set[int]:
+    """The worker pids that answer 20 new connections (one that fails while a worker
+    restarts is left out)."""
+    pids = set()
+    for _ in range(20):
+        try:
+            pids.add(requests.get(f"{url}/health", timeout=5).json()["worker"]["pid"])
+        except requests.RequestException:
+            continue
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
