@@ -147,6 +147,7 @@ def awkward_requests(frame: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
     boolean = [dict(r, alcohol=True) for r in records]
     ints = [{k: int(v) for k, v in r.items()} for r in records]
     extra = [dict(r, colour="red") for r in records]
+    nan = [dict(r, alcohol=float("nan")) for r in records]  # json writes NaN; orjson refuses it
 
     def j(obj) -> tuple[bytes, str]:
         return json.dumps(obj).encode(), "application/json"
@@ -159,6 +160,7 @@ def awkward_requests(frame: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
         "missing-column": j({"dataframe_records": missing}),
         "string-value": j({"dataframe_records": text}),
         "bool-value": j({"dataframe_records": boolean}),
+        "nan-value": j({"dataframe_records": nan}),
         "unknown-key": j({"rows": records}),
         "empty-records": j({"dataframe_records": []}),
         "malformed-json": (b'{"dataframe_records": [', "application/json"),

@@ -7,9 +7,14 @@ and the request is answered by MLflow's scoring code instead, with MLflow's own 
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
+
+# The JSON value types each column type takes: exact types, so a bool (an int in Python, not
+# in MLflow's schema) is refused; an int is a safe double.
+_ACCEPTED = {float: {int, float}, int: {int}}
 
 
 def _rows_from_split(value: Any, columns: tuple[str, ...]) -> list[list[Any]] | None:
@@ -25,6 +30,8 @@ def _rows_from_split(value: Any, columns: tuple[str, ...]) -> list[list[Any]] | 
     width = len(names)
     if any(not isinstance(row, list) or len(row) != width for row in data):
         return None
+    if picks == list(range(width)):
+        return data  # the signature's columns, in its order: the usual case, no copy
     return [[row[i] for i in picks] for row in data]
 
 
@@ -46,6 +53,16 @@ def _rows_from_columns(value: Any, columns: tuple[str, ...]) -> list[list[Any]] 
     return [list(row) for row in zip(*(value[c] for c in columns), strict=True)]
 
 
+def _types_fit(rows: list[list[Any]], types: tuple[type, ...]) -> bool:
+    """Every cell is a JSON number its column takes (checked per set of types, not per cell)."""
+    if all(kind is float for kind in types):
+        return set(map(type, chain.from_iterable(rows))) <= _ACCEPTED[float]
+    return all(
+        set(map(type, column)) <= _ACCEPTED[kind]
+        for column, kind in zip(zip(*rows, strict=True), types, strict=True)
+    )
+
+
 def parse(payload: Any, columns: tuple[str, ...], types: tuple[type, ...]) -> np.ndarray | None:
     """The request's rows as a float64 matrix in `columns` order, or None (see module doc)."""
     if not isinstance(payload, dict) or len(payload) != 1:
@@ -63,13 +80,8 @@ def parse(payload: Any, columns: tuple[str, ...], types: tuple[type, ...]) -> np
         )
     else:
         return None
-    if not rows:
+    if not rows or not _types_fit(rows, types):
         return None
-    for row in rows:
-        for cell, kind in zip(row, types, strict=True):
-            # bool is an int in Python but not in MLflow's schema; an int is a safe double.
-            if type(cell) is bool or not isinstance(cell, int if kind is int else (int, float)):
-                return None
     # Column-major, as pandas hands a DataFrame's values to scikit-learn: BLAS sums in another
     # order for a row-major matrix, and the predictions would differ in the last digit.
     return np.array(rows, dtype=np.float64, order="F")

@@ -24,6 +24,7 @@ import requests
 
 from mlstack import envfile
 from mlstack.data import WINE_FEATURES, read_wine_csv
+from mlstack.serving.predlog import load_prediction_log
 from mlstack.settings import Settings
 from mlstack.stack import free_port
 from mlstack.tracking import PROXIED_ARTIFACTS_ONLY, configure_tracking
@@ -93,6 +94,7 @@ def compose_stack(
         ln.split("=", 1) for ln in env_file.read_text().splitlines() if "=" in ln and ln[0] != "#"
     )
     values |= ports | {"SSH_AUTHORIZED_KEYS": client_key.with_suffix(".pub").read_text().strip()}
+    values["SERVE_WORKERS"] = "2"  # the supervisor and its workers inside the container
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     stack = ComposeStack(values, env_file, f"mlstack-test-{uuid.uuid4().hex[:6]}")
     try:
@@ -200,7 +202,19 @@ def test_serve_profile_answers_for_the_registered_champion(
     finally:  # later tests must not resolve models against this stack once it is down
         mlflow.set_tracking_uri(before[0])
         mlflow.set_registry_uri(before[1])
+    ids = []
     for form, body in scoring_requests(frame).items():
         answer = requests.post(f"{url}/invocations", json=body, timeout=30)
         assert answer.status_code == 200, (form, answer.text)
         assert answer.json()["predictions"] == expected, form
+        ids.append(answer.headers["X-Request-Id"])
+    # `docker compose stop`: the server writes what it queued to its run, through the mlflow
+    # service into the bucket, and ends the run.
+    stopped = compose_stack.run("--profile", "serve", "stop", "serve")
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    client = mlflow.MlflowClient(compose_stack.tracking_uri, compose_stack.tracking_uri)
+    experiment = client.get_experiment_by_name("wine-predictions")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    logged = load_prediction_log(run.info.run_id, compose_stack.tracking_uri)
+    assert sorted(logged["request_id"]) == sorted(ids)

@@ -93,6 +93,7 @@ def test_every_json_form_answers_like_mlflow(servers, frame, form: str, rows: in
         "missing-column",
         "string-value",
         "bool-value",
+        "nan-value",
         "unknown-key",
         "empty-records",
         "malformed-json",
