@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,6 +184,11 @@ def run_uvicorn(app: Any, sock: socket.socket) -> None:
     """Serve `app` on the already bound `sock` until SIGINT/SIGTERM (then a graceful stop)."""
     import uvicorn
 
+    # After its graceful stop uvicorn raises the stopping signal again; under the default
+    # handlers that kills the process before the caller's cleanup (ending the prediction-log
+    # run) runs. By then the signal has done its work, so it is answered with nothing.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -310,7 +310,9 @@ class Supervisor:
     def _broadcast(self, kind: str, payload: Any, timeout: float) -> dict[int, tuple[bool, Any]]:
         """Send a command to every worker; their replies, (False, why) for any that had none."""
         op = next(self._ops)
-        waiting = set(self.workers)
+        # A worker still starting answers once it serves: worth waiting for in a reload (it
+        # must end on the new version), not for a metrics snapshot (it has counted nothing).
+        waiting = {i for i, w in self.workers.items() if w.ready or kind != "snapshot"}
         for index in waiting:
             self._send(index, kind, op, payload)
         replies: dict[int, tuple[bool, Any]] = {}

@@ -125,8 +125,8 @@ def test_bad_input_exits_2_with_one_line(settings, cli_env, args, message) -> No
 
 @pytest.mark.parametrize(
     ("workers", "sink"),
-    [("1", "directory"), ("2", "directory"), ("2", "mlflow")],
-    ids=["1-worker-directory", "2-workers-directory", "2-workers-mlflow-run"],
+    [("1", "directory"), ("2", "directory"), ("1", "mlflow"), ("2", "mlflow")],
+    ids=["1-worker-dir", "2-workers-dir", "1-worker-mlflow-run", "2-workers-mlflow-run"],
 )
 def test_every_answered_request_is_logged_exactly_once(
     settings, cli_env, tmp_path, workers, sink
