@@ -26,9 +26,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def load_prediction_log(source: str | Path, tracking_uri: str | None = None) -> 
     """Every record of a prediction log, for the drift job and for checks: `source` is a log
     directory or a run id whose artifacts hold one (`--log-predictions mlflow`)."""
     import mlflow
+    import pandas as pd
 
     path = Path(source)
     if not path.is_dir():

@@ -40,36 +40,46 @@ def bind_sockets(host: str, port: int, count: int = 1) -> list[socket.socket]:
         ) from exc
 
     def bound(reuse_port: bool) -> socket.socket:
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            sock.bind(address)
+            return _bind(family, kind, proto, address, reuse_port=reuse_port)
         except OSError as exc:
-            sock.close()
             raise UsageError(
                 f"cannot listen on {host}:{port}: {exc.strerror}; stop what uses it or pick "
                 "another --port"
             ) from exc
-        return sock
 
     if count > 1:
         bound(reuse_port=False).close()
-    sockets = [bound(reuse_port=count > 1) for _ in range(count)]
-    for sock in sockets:
-        sock.set_inheritable(True)
-    return sockets
+    return [bound(reuse_port=count > 1) for _ in range(count)]
 
 
 def bind_again(sock: socket.socket) -> socket.socket:
     """A fresh socket on `sock`'s address in its SO_REUSEPORT group (for a restarted worker)."""
-    fresh = socket.socket(sock.family, sock.type, sock.proto)
-    fresh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    fresh.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    fresh.bind(sock.getsockname())
-    fresh.set_inheritable(True)
-    return fresh
+    return _bind(sock.family, sock.type, sock.proto, sock.getsockname(), reuse_port=True)
+
+
+def _bind(family: int, kind: int, proto: int, address: Any, *, reuse_port: bool) -> socket.socket:
+    """A bound, inheritable, not yet listening TCP socket (closed again if the bind fails)."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serving_line(args: argparse.Namespace, model: dict[str, Any]) -> str:
+    """What the runner prints once it serves: URI, version, fast path, address, workers."""
+    workers = f" with {args.workers} workers" if args.workers > 1 else ""
+    return (
+        f"serving {args.model_uri} (version {model.get('version')}, fast path "
+        f"{'on' if model.get('fast_path') else 'off'}) on http://{args.host}:{args.port}{workers}"
+    )
 
 
 def open_client() -> Any:
@@ -201,11 +211,6 @@ def serve_one(args: argparse.Namespace) -> int:
     model = load_checked(args.model_uri, client)
     with prediction_run(args, client):
         app = make_app(args, model, client)
-        print(  # noqa: T201 (the runner's own output)
-            f"serving {args.model_uri} (version {model.version}, "
-            f"fast path {'on' if model.estimator is not None else 'off'}) "
-            f"on http://{args.host}:{args.port}",
-            flush=True,
-        )
+        print(serving_line(args, model.describe()), flush=True)  # noqa: T201 (its own output)
         run_uvicorn(app, sock)
     return 0

@@ -410,6 +410,7 @@ def serve_many(args: argparse.Namespace) -> int:
         check_follow,
         open_client,
         prediction_run,
+        serving_line,
         usage_error,
     )
 
@@ -429,12 +430,7 @@ def serve_many(args: argparse.Namespace) -> int:
         with prediction_run(args, client):  # before the workers start: they log to this run
             if not supervisor.start():
                 return 0  # stopped (SIGTERM/SIGINT) before every worker was up
-            print(  # noqa: T201 (the runner's own output)
-                f"serving {args.model_uri} (version {supervisor.model.get('version')}, fast "
-                f"path {'on' if supervisor.model.get('fast_path') else 'off'}) on "
-                f"http://{args.host}:{args.port} with {args.workers} workers",
-                flush=True,
-            )
+            print(serving_line(args, supervisor.model), flush=True)  # noqa: T201
             supervisor.run()
     except WorkerStartError as exc:
         print(f"python -m mlstack.serving: error: {exc}", file=sys.stderr)  # noqa: T201
