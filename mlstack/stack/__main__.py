@@ -1,0 +1,67 @@
+"""`python -m mlstack.stack up|down|status|env`: the native stack's command line (make stack-up)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlstack.cli import EXIT_USAGE, OneLineErrorParser
+from mlstack.stack.config import DEFAULT_STATE_DIR, StackConfig, StackError
+from mlstack.stack.native import NativeStack
+
+PROG = "python -m mlstack.stack"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command and its options. Ports, bucket and workers are saved in the state
+    directory by `up` and reused by later commands; --timeout applies to this command only."""
+    p = OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=["up", "down", "status", "env"])
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="data, logs, pids")
+    p.add_argument("--pg-port", type=int, help="PostgreSQL port (default 55432)")
+    p.add_argument("--s3-port", type=int, help="S3 port (default 8333; uses the next 4 too)")
+    p.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5000)")
+    p.add_argument("--bucket", help="artifact bucket (default mlflow)")
+    p.add_argument("--workers", type=int, help="MLflow server workers (default 1)")
+    p.add_argument(
+        "--timeout", type=float, help="seconds to wait for each service, this command (default 90)"
+    )
+    p.add_argument("--purge", action="store_true", help="with down: delete all data and state")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m mlstack.stack`."""
+    args = parse_args(argv)
+    config = StackConfig.load(
+        args.state_dir.resolve(),
+        pg_port=args.pg_port,
+        s3_port=args.s3_port,
+        mlflow_port=args.mlflow_port,
+        bucket=args.bucket,
+        workers=args.workers,
+        timeout_s=args.timeout,
+    )
+    stack = NativeStack(config)
+    say = print  # this module talks to people; the library part logs
+    try:
+        if args.command == "up":
+            stack.up(echo=say)
+            say(f"tracking server: {config.tracking_uri} (UI and API); for clients:")
+            say(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
+        elif args.command == "down":
+            stack.down(purge=args.purge, echo=say)
+        elif args.command == "status":
+            for name, state in stack.status().items():
+                say(f"{name:9} {state}")
+        else:
+            say(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
+    except StackError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
