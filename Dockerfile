@@ -1,27 +1,81 @@
-# The project images, built from the pins in pyproject.toml; no credentials are baked in.
-#   make image        # target train, tag mlstack-train: MLproject's docker_env (`mlflow run .`)
-#   make dev-image    # target dev, tag mlstack-dev: + SSH (key only), JupyterLab and git
-# `make image` passes SOURCE_COMMIT/SOURCE_DIRTY so a run can tell when the image's code is stale.
+# Every image of the project, one target each. Packages come only from the pins in
+# pyproject.toml, through docker/install.py; no credentials are baked into any image.
+#
+#   target         tag                            what it runs                     built by
+#   mlflow-server  mlstack-mlflow-server:3.17.2   the tracking server (+ bucket)   docker compose build
+#   serve          mlstack-serve                  our model server, scikit-learn   make serve-image
+#   serve (TF)     mlstack-serve-tf               ... with TensorFlow, for digits  make serve-image TF=1
+#   train          mlstack-train                  MLproject's docker_env image     make image
+#   dev            mlstack-dev                    train + SSH (key only), Jupyter  make dev-image
+#
+# Stages: base -> mlflow-server; base -> core -> serve; core -> tensorflow -> train -> dev.
+# `serve` sits on `core` unless --build-arg SERVE_DEPS=tensorflow puts it on `tensorflow`, so
+# both serving images are one set of instructions. Dependency layers come before code layers:
+# an edit rebuilds only the code layer (about a second).
 ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE} AS train
+ARG SERVE_DEPS=core
 
+FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MLFLOW_DISABLE_TELEMETRY=true \
-    TF_CPP_MIN_LOG_LEVEL=2
+    MLFLOW_DISABLE_TELEMETRY=true
+COPY pyproject.toml docker/install.py /opt/mlstack-build/
 
-WORKDIR /opt/mlstack
-# Dependencies first, so editing code does not reinstall them. The list is read from
-# pyproject.toml, the one place the pins live.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt \
+
+# The tracking server: MLflow without the data-science packages its server never imports
+# (docker/install.py --slim-mlflow), plus the PostgreSQL and S3 drivers.
+FROM base AS mlflow-server
+RUN python /opt/mlstack-build/install.py tracking-server --slim-mlflow \
+        --warm "mlflow.server mlflow.server.handlers mlflow.server.fastapi_app psycopg2 boto3 mlflow.store.tracking.sqlalchemy_store mlflow.store.artifact.s3_artifact_repo" \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin mlflow
+# compose's one-shot bucket job runs this image too.
+COPY docker/create_bucket.py /opt/stack/create_bucket.py
+USER 10001
+WORKDIR /home/mlflow
+EXPOSE 5000
+CMD ["mlflow", "server", "--host", "0.0.0.0", "--port", "5000"]
+
+
+# The library's own dependencies: enough to log to a tracking server and serve scikit-learn.
+FROM base AS core
+RUN python /opt/mlstack-build/install.py core \
+        --warm "mlflow.pyfunc mlflow.pyfunc.scoring_server mlflow.sklearn mlflow.tracking skops.io sklearn.linear_model pandas fastparquet uvicorn starlette.applications orjson pydantic_settings requests" \
     && useradd --create-home --uid 1000 --shell /bin/bash dockeruser
+WORKDIR /opt/mlstack
 
+FROM core AS tensorflow
+ENV TF_CPP_MIN_LOG_LEVEL=2
+RUN python /opt/mlstack-build/install.py tensorflow --warm "tensorflow keras mlflow.tensorflow"
+
+
+# Our model server: only the library, no training scripts, notebooks or tests.
+#   docker run -p 127.0.0.1:8080:8080 -e MLFLOW_TRACKING_URI=http://... mlstack-serve
+# hadolint ignore=DL3006
+FROM ${SERVE_DEPS} AS serve
+WORKDIR /opt/mlstack
+COPY --chown=dockeruser:dockeruser mlstack/ mlstack/
+# For `--log-predictions /var/lib/mlstack/predictions` with a volume mounted there (compose
+# logs to MLflow instead).
+RUN python -m compileall -q mlstack \
+    && mkdir -p /var/lib/mlstack/predictions \
+    && chown dockeruser:dockeruser /var/lib/mlstack/predictions
+USER 1000
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=3)"]
+ENTRYPOINT ["python", "-m", "mlstack.serving", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["--model-uri", "models:/wine@champion"]
+
+
+# MLproject's docker_env image: the code and everything its entry points need.
+# `make image` passes SOURCE_COMMIT/SOURCE_DIRTY so a run can tell when the image's code is stale.
+FROM tensorflow AS train
+RUN python /opt/mlstack-build/install.py train \
+    --warm "mlflow mlflow.sklearn mlflow.tensorflow mlflow.data matplotlib.figure sklearn.model_selection sklearn.metrics mlflow.store.tracking.sqlalchemy_store"
 COPY --chown=dockeruser:dockeruser . .
+RUN python -m compileall -q mlstack
 # Declared late so a new commit rebuilds only this layer. mlstack.provenance compares them with
 # the commit `mlflow run` records, and refuses to run stale code.
 ARG SOURCE_COMMIT=unknown
@@ -46,13 +100,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     # Host keys made by the package would be shared by every container of this image.
     && rm -f /etc/ssh/ssh_host_* \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['devcontainer']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt \
+    && python /opt/mlstack-build/install.py devcontainer --warm "jupyterlab ipykernel" \
     # '*' = no password can ever match; unlike a locked '!' account, key logins still work.
     && usermod -p '*' dockeruser \
     && mkdir -p /etc/ssh/host-keys /etc/ssh/authorized_keys /run/sshd
-COPY stack/dev/sshd.conf /etc/ssh/sshd_config.d/00-mlstack.conf
+COPY docker/sshd.conf /etc/ssh/sshd_config.d/00-mlstack.conf
 VOLUME ["/etc/ssh/host-keys"]
 EXPOSE 22 8888
 ENTRYPOINT ["python", "-m", "mlstack.devcontainer"]

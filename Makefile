@@ -18,6 +18,8 @@ STACK_ARGS ?=
 # image, so `mlflow run` can refuse code from another commit (mlstack/provenance.py).
 IMAGE ?= mlstack-train
 DEV_IMAGE ?= mlstack-dev
+# make serve-image: core (scikit-learn models) or tensorflow (adds TensorFlow, for digits).
+SERVE_DEPS ?= core
 SOURCE_COMMIT = $(or $(shell git rev-parse HEAD 2>/dev/null),unknown)
 SOURCE_DIRTY = $(if $(shell git status --porcelain 2>/dev/null),true,false)
 BUILD_ARGS = --build-arg SOURCE_COMMIT=$(SOURCE_COMMIT) --build-arg SOURCE_DIRTY=$(SOURCE_DIRTY)
@@ -28,7 +30,8 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
-	stack-up stack-down stack-status env bench-tracking bench-serving image dev-image run serve
+	stack-up stack-down stack-status env bench-tracking bench-serving bench-images image \
+	dev-image serve-image run serve test-quick
 
 ## Show this help
 help:
@@ -37,7 +40,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,stack]"
+	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
 ## Create .venv/ and install the pinned dependencies (pyproject.toml)
@@ -63,6 +66,10 @@ image:
 ## Build the dev image mlstack-dev (SSH key-only, JupyterLab, git)
 dev-image:
 	docker build $(BUILD_ARGS) --target dev -t $(DEV_IMAGE) .
+
+## Build our model server's image mlstack-serve-$(SERVE_DEPS) (SERVE_DEPS=tensorflow for digits)
+serve-image:
+	docker build --target serve --build-arg SERVE_DEPS=$(SERVE_DEPS) -t mlstack-serve-$(SERVE_DEPS) .
 
 ## Rebuild the image, then `mlflow run .` in it on the host network (P="alpha=0.5", ARGS=...)
 run: $(STAMP) image
@@ -92,13 +99,21 @@ bench-tracking: $(STAMP)
 bench-serving: $(STAMP)
 	$(PY) -m benchmarks.serving --workers $(or $(WORKERS),1)
 
+## Build every image and print their sizes against the goals and build-docker's (needs Docker)
+bench-images: $(STAMP)
+	$(PY) -m benchmarks.images
+
 ## Serve a model with our server on 127.0.0.1:8080 (MODEL=models:/wine@champion)
 serve: $(STAMP)
 	$(PY) -m mlstack.serving --model-uri "$(or $(MODEL),models:/wine@champion)" $(ARGS)
 
-## Run the test suite (PYTEST_ARGS="-m 'not slow'" for the quick part)
+## Run the whole test suite: unit, integration (real stack) and Docker tiers (PYTEST_ARGS=...)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The quick loop: tests that train nothing and start no services (about 10 s)
+test-quick: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## Lint and check formatting (ruff)
 lint: $(STAMP)

@@ -22,7 +22,8 @@ from tests.integration.conftest import client_env, running_stack
 TRAIN_IMAGE = "mlstack-train"
 DEV_IMAGE = "mlstack-dev"
 SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
-SERVE_IMAGE = "mlstack-serve"
+SERVE_IMAGE = "mlstack-serve-core"  # compose's name with SERVE_DEPS=core (the default)
+SERVE_TF_IMAGE = "mlstack-serve-tensorflow"
 
 
 def source_commit() -> tuple[str, str]:
@@ -53,15 +54,19 @@ def build(tag: str, *args: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> str:
-    """The private engine's DOCKER_HOST, with the stand-in base images built."""
+def docker_engine() -> Iterator[str]:
+    """The private engine's DOCKER_HOST, with the stand-in base images built. An engine this
+    session started is stopped at its end (images stay in its data root, so the next start
+    takes seconds); MLSTACK_KEEP_DOCKER=1 leaves it running, as does one started before."""
     try:
-        engine.up()
+        started = engine.up()
     except (engine.EngineError, OSError, TimeoutError) as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true and the Docker engine could not start: {exc}")
         pytest.skip(f"no Docker engine here: {exc}")
-    return engine.DOCKER_HOST
+    yield engine.DOCKER_HOST
+    if started and os.environ.get("MLSTACK_KEEP_DOCKER") != "1":
+        engine.stop()
 
 
 @pytest.fixture(scope="session")
@@ -79,13 +84,19 @@ def dev_image(train_image: str) -> str:
 @pytest.fixture(scope="session")
 def server_image(docker_engine: str) -> str:
     """The tracking server image of the compose stack."""
-    return build(SERVER_IMAGE, "-f", "stack/mlflow-server/Dockerfile")
+    return build(SERVER_IMAGE, "--target", "mlflow-server")
 
 
 @pytest.fixture(scope="session")
 def serve_image(train_image: str) -> str:
-    """Our model server image (serve/Dockerfile), as compose builds it."""
-    return build(SERVE_IMAGE, "-f", "serve/Dockerfile")
+    """Our model server image for scikit-learn models, as compose builds it by default."""
+    return build(SERVE_IMAGE, "--target", "serve")
+
+
+@pytest.fixture(scope="session")
+def serve_tf_image(train_image: str) -> str:
+    """Our model server image with TensorFlow (compose with SERVE_DEPS=tensorflow)."""
+    return build(SERVE_TF_IMAGE, "--target", "serve", "--build-arg", "SERVE_DEPS=tensorflow")
 
 
 @pytest.fixture(scope="session")

@@ -73,10 +73,12 @@ def running() -> bool:
     return docker("version", "--format", "{{.Server.Version}}", timeout=10).returncode == 0
 
 
-def start(timeout_s: float = 60) -> None:
-    """Start dockerd (overlay2, private socket and roots) unless it already answers."""
+def start(timeout_s: float = 60) -> bool:
+    """Start dockerd (overlay2, private socket and roots) unless it already answers.
+
+    Returns True when this call started it (and so may stop it again)."""
     if running():
-        return
+        return False
     if os.geteuid() != 0:
         raise EngineError("starting dockerd needs root")
     (ROOT / "data").mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ def start(timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if running():
-            return
+            return True
         time.sleep(0.5)
     tail = (ROOT / "dockerd.log").read_text(errors="replace").strip().splitlines()[-1:]
     raise EngineError(f"dockerd did not answer within {timeout_s:.0f}s: {tail}")
@@ -167,11 +169,13 @@ def _tag_aliases() -> None:
             raise EngineError(f"docker tag {alias} failed: {tagged.stderr.strip()[-300:]}")
 
 
-def up() -> None:
-    """Install, start and prepare the engine: what the docker test tier needs."""
+def up() -> bool:
+    """Install, start and prepare the engine: what the docker test tier needs. True when
+    dockerd was started by this call."""
     install()
-    start()
+    started = start()
     build_stand_in()
+    return started
 
 
 def main(argv: list[str] | None = None) -> int:

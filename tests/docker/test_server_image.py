@@ -1,4 +1,6 @@
-"""The tracking server image from stack/mlflow-server builds on a real engine and answers HTTP."""
+"""The tracking server image (Dockerfile, target mlflow-server) builds on a real engine and
+answers HTTP without MLflow's data-science dependencies (docker/install.py --slim-mlflow).
+test_compose_stack.py then runs training, the registry and artifacts through it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ def test_server_image_builds_runs_as_non_root_and_answers(server_image: str) -> 
     config = json.loads(docker("image", "inspect", server_image).stdout)[0]["Config"]
     assert config["User"] == "10001"
     assert not [e for e in config["Env"] if e.split("=")[0].endswith(("PASSWORD", "SECRET_KEY"))]
+    probe = docker(
+        "run", "--rm", server_image, "python", "-c",
+        "import importlib.util as u; "
+        "print([m for m in ('sklearn', 'scipy', 'pyarrow', 'matplotlib') if u.find_spec(m)])",
+    )  # fmt: skip
+    assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
 
     port = free_port()
     name = f"mlstack-server-test-{port}"
