@@ -6,7 +6,12 @@ for a scikit-learn model with a numeric column signature take a fast path (JSON 
 NumPy matrix); anything else, and every malformed request, goes through MLflow's own scoring
 code, so the answers, errors included, are MLflow's.
 
-Modules: app (the routes), fastpath (JSON to a matrix), model (loading a version), metrics,
-predlog (the prediction log), runner (socket, app, uvicorn), workers (--workers N: the
-supervisor and the worker processes).
+The process tree is always one supervisor and N workers (`--workers`, default 1): the
+supervisor binds the port, resolves versions, runs reloads and alias-following for all workers
+at once, merges metrics and restarts a worker that dies; each worker loads the model and
+answers requests.
+
+Modules: options (the command line, typed), sockets (binding the port), supervisor, worker,
+app (the routes), fastpath (JSON to a matrix), model (loading a version), metrics, predlog
+(the prediction log and its MLflow run).
 """

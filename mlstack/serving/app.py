@@ -1,4 +1,6 @@
-"""The ASGI app: MLflow's scoring protocol plus health, version, metrics and hot reload."""
+"""The ASGI app of one worker: MLflow's scoring protocol plus /ping, /health, /version,
+/metrics and /reload. Reload and merged metrics are the supervisor's (supervisor.py): the app
+asks it over its `control` link and answers what it says."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -36,22 +38,25 @@ class BodyTooLarge(Exception):
     """The request body is over the configured limit."""
 
 
+class Control(Protocol):
+    """A worker's line to its supervisor (worker.WorkerLink)."""
+
+    def start(self, state: ServerState) -> None:
+        """Begin answering the supervisor's commands about `state`."""
+
+    async def ask(self, what: str) -> tuple[int, Any]:
+        """Have the supervisor do `what` ("reload" or "metrics") across all workers."""
+
+
 @dataclass
 class ServerState:
     """What the routes share. `model` is replaced whole on reload: a request reads it once."""
 
     model: ServedModel
-    loader: Callable[[], ServedModel]
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # Follow an alias: every `follow_every_s`, reload when `latest_version()` differs.
-    follow_every_s: float = 0.0
-    latest_version: Callable[[], str | None] | None = None
     predlog: PredictionLog | None = None
     metrics: Metrics = field(default_factory=Metrics)
-    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # With --workers N: this worker's line to the supervisor, which runs reloads and merges
-    # metrics across all workers (mlstack.serving.workers.WorkerLink); None when alone.
-    link: Any = None
+    control: Control | None = None
     worker: int = 0
 
 
@@ -137,7 +142,7 @@ def build_app(state: ServerState) -> Starlette:
             # MLflow answers a missing Content-Type with a 500; it is the client's to fix.
             return Response(
                 "This predictor needs a Content-Type: application/json, text/csv or "
-                "application/x-parquet.",
+                "application/vnd.apache.parquet.",
                 415,
                 media_type="text/plain",
             )
@@ -181,17 +186,21 @@ def build_app(state: ServerState) -> Starlette:
         return JSONResponse(state.model.describe())
 
     async def metrics(request: Request) -> Response:
-        if state.link is not None:
-            _, text = await state.link.ask("metrics")  # every worker's counts, summed
+        if state.control is not None:
+            _, text = await state.control.ask("metrics")  # every worker's counts, summed
         else:
             text = state.metrics.render(state.model.describe())
         return Response(text, media_type="text/plain; version=0.0.4")
 
     async def reload(request: Request) -> Response:
-        if state.link is not None:
-            status, answer = await state.link.ask("reload")  # all workers, or none
-            return JSONResponse(answer, status_code=status)
-        return await reload_model(state)
+        if state.control is None:
+            return _error(
+                501,
+                "NOT_IMPLEMENTED",
+                "this app has no supervisor to reload through; run python -m mlstack.serving",
+            )
+        status, answer = await state.control.ask("reload")  # all workers, or none
+        return JSONResponse(answer, status_code=status)
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
@@ -204,16 +213,11 @@ def build_app(state: ServerState) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if state.follow_every_s and state.latest_version is not None:
-            task = asyncio.create_task(_follow(state))
         if state.predlog is not None:
             state.predlog.start()
-        if state.link is not None:
-            state.link.start(state)
+        if state.control is not None:
+            state.control.start(state)
         yield
-        if task is not None:
-            task.cancel()
         if state.predlog is not None:
             await asyncio.to_thread(state.predlog.close)  # write what is queued
 
@@ -230,42 +234,6 @@ def build_app(state: ServerState) -> Starlette:
         exception_handlers={HTTPException: not_found},
     )
     return _MetricsMiddleware(app, state.metrics)  # type: ignore[return-value]
-
-
-async def reload_model(state: ServerState) -> JSONResponse:
-    """Load the URI again (an alias may have moved); swap only a model that loaded and
-    answered its smoke test. A failure keeps the old version serving and says why."""
-    async with state.reload_lock:
-        previous = state.model
-        try:
-            fresh = await asyncio.to_thread(state.loader)
-        except Exception as exc:  # any failure to load or to predict: keep serving the old one
-            state.metrics.reloaded("failed")
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("reload failed, still serving version %s: %s", previous.version, reason)
-            return JSONResponse(
-                {"reloaded": False, "error": reason, "serving": previous.describe()},
-                status_code=500,
-            )
-        state.model = fresh
-        state.metrics.reloaded("ok")
-        log.info("reloaded %s: version %s -> %s", fresh.uri, previous.version, fresh.version)
-        return JSONResponse(
-            {"reloaded": True, "previous": previous.describe(), "serving": fresh.describe()}
-        )
-
-
-async def _follow(state: ServerState) -> None:
-    """Reload whenever the alias points at another version than the one serving."""
-    while True:
-        await asyncio.sleep(state.follow_every_s)
-        try:
-            latest = await asyncio.to_thread(state.latest_version)
-        except Exception as exc:  # the registry may be briefly away: try again next time
-            log.warning("could not check the alias: %s", str(exc).splitlines()[0])
-            continue
-        if latest is not None and latest != state.model.version:
-            await reload_model(state)
 
 
 class _MetricsMiddleware:
@@ -296,28 +264,22 @@ class _MetricsMiddleware:
 
 def create_app(
     model: ServedModel,
-    loader: Callable[[], ServedModel],
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    follow_every_s: float = 0.0,
-    latest_version: Callable[[], str | None] | None = None,
     predlog: PredictionLog | None = None,
-    link: Any = None,
+    control: Control | None = None,
     worker: int = 0,
 ) -> Starlette:
-    """The server app for an already loaded `model`; `loader` loads it again on /reload, and
-    every `follow_every_s` seconds when `latest_version()` names another version. A worker
-    among several gets its `link` to the supervisor and its `worker` index."""
+    """The app serving an already loaded `model`. A worker gets its `control` link to the
+    supervisor (which runs reloads) and its `worker` index; without one, /reload answers 501
+    and /metrics counts this app alone (tests, embedding)."""
     # What `mlflow models serve` sets: some flavors behave differently when serving.
     os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
     state = ServerState(
         model=model,
-        loader=loader,
         max_body_bytes=max_body_bytes,
-        follow_every_s=follow_every_s,
-        latest_version=latest_version,
         predlog=predlog,
-        link=link,
+        control=control,
         worker=worker,
     )
     return build_app(state)

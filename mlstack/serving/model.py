@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from mlstack.errors import UsageError
 
 # Column types the fast path turns into one float64 matrix exactly as pandas + scikit-learn do.
 FAST_TYPES = {"double": float, "long": int}
@@ -124,3 +128,39 @@ def load_model(model_uri: str, client: Any, version: str | None = None) -> Serve
         columns=columns,
         column_types=types,
     )
+
+
+def open_client() -> Any:
+    """An MlflowClient on training's store (MLFLOW_TRACKING_URI, else the embedded one)."""
+    import mlflow
+
+    from mlstack.settings import get_settings
+    from mlstack.tracking import configure_tracking
+
+    configure_tracking(get_settings())
+    return mlflow.MlflowClient()
+
+
+def missing_model_error(model_uri: str, exc: Any) -> UsageError | None:
+    """The UsageError for an MlflowException saying the model or version does not exist
+    (None for any other failure, which is not the user's to fix)."""
+    if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        return None
+    return UsageError(
+        f"cannot load {model_uri}: {exc.message.splitlines()[0]}; check the name and "
+        "alias/version (and MLFLOW_TRACKING_URI)"
+    )
+
+
+@contextmanager
+def user_errors(model_uri: str) -> Iterator[None]:
+    """Turn 'no such model or version' from MLflow into a UsageError (exit 2)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        error = missing_model_error(model_uri, exc)
+        if error is None:
+            raise
+        raise error from exc

@@ -7,9 +7,9 @@ every `--log-flush-s` seconds) as `predictions-<time>-<pid>-<seq>.parquet` to a 
 - `DirectorySink`: a directory (a volume), through a temporary name and an atomic rename, so a
   reader never sees half a file;
 - `MlflowRunSink` (`--log-predictions mlflow`): artifacts of one MLflow run per server, under
-  `predictions/`. Through a tracking server they land in the stack's S3 bucket via the
-  server's artifact proxy, so the serving process holds no S3 keys; the drift job finds them
-  by experiment (`<model>-predictions`) and run.
+  `predictions/`, in experiment `<model>-predictions`. Through a tracking server they land in
+  the stack's S3 bucket via the server's artifact proxy, so the serving process holds no S3
+  keys. `prediction_run` opens that run and ends it FINISHED after a clean stop.
 
 Memory is bounded: when the queue is full the server answers 503 instead of predicting, so no
 answered request goes unrecorded. A clean stop writes what is queued; a batch the sink still
@@ -18,18 +18,22 @@ refuses then is written to a local spill directory instead, and its path logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from mlstack.serving.options import ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +71,8 @@ class Sink(Protocol):
     def open(self) -> None:
         """Prepare to write (create the directory, ...)."""
 
-    def write(self, name: str, table: Any) -> None:
-        """Store one batch (a pyarrow Table) as `name`.parquet, whole or not at all."""
+    def write(self, name: str, frame: pd.DataFrame) -> None:
+        """Store one batch as `name`.parquet, whole or not at all."""
 
 
 class DirectorySink:
@@ -81,12 +85,10 @@ class DirectorySink:
         """Create the directory."""
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def write(self, name: str, table: Any) -> None:
+    def write(self, name: str, frame: pd.DataFrame) -> None:
         """Write through a temporary name, then rename: readers never see half a file."""
-        import pyarrow.parquet as pq
-
         tmp = self.directory / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp)
+        write_parquet(frame, tmp)
         os.replace(tmp, self.directory / f"{name}.parquet")
 
 
@@ -102,14 +104,20 @@ class MlflowRunSink:
     def open(self) -> None:
         """Nothing to prepare: the run exists (see open_prediction_run)."""
 
-    def write(self, name: str, table: Any) -> None:
+    def write(self, name: str, frame: pd.DataFrame) -> None:
         """Upload the batch (one artifact, visible only once complete)."""
-        import pyarrow.parquet as pq
-
         with tempfile.TemporaryDirectory(prefix="mlstack-predlog-") as tmp:
             path = Path(tmp) / f"{name}.parquet"
-            pq.write_table(table, path)
+            write_parquet(frame, path)
             self.client.log_artifact(self.run_id, str(path), self.ARTIFACT_PATH)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """One Parquet file, zstd-compressed, written with fastparquet (the serving image has no
+    pyarrow; any Parquet reader reads the file)."""
+    import fastparquet
+
+    fastparquet.write(str(path), frame, compression="ZSTD", write_index=False)
 
 
 def open_prediction_run(client: Any, model_uri: str, experiment: str) -> str:
@@ -124,6 +132,27 @@ def open_prediction_run(client: Any, model_uri: str, experiment: str) -> str:
         tags={"mlstack.kind": "prediction-log", "mlstack.model_uri": model_uri},
     )
     return run.info.run_id
+
+
+@contextlib.contextmanager
+def prediction_run(client: Any, options: ServeOptions) -> Iterator[str | None]:
+    """With `--log-predictions mlflow[:EXPERIMENT]`: the server's prediction-log run (its id),
+    open while the server runs, FINISHED after a clean stop and FAILED otherwise. Yields None
+    for any other destination."""
+    experiment = options.prediction_experiment
+    if experiment is None:
+        yield None
+        return
+    run_id = open_prediction_run(client, options.model_uri, experiment)
+    print(  # noqa: T201 (the server's own output)
+        f"logging predictions to run {run_id} (experiment {experiment})", flush=True
+    )
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status)
 
 
 def load_prediction_log(source: str | Path, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -168,8 +197,6 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
-        self.written = 0
-        self.files = 0
 
     def start(self) -> None:
         """Open the sink and start the writer."""
@@ -221,10 +248,10 @@ class PredictionLog:
             if stopping:
                 return
 
-    def _table(self, batch: list[Record]) -> Any:
-        import pyarrow as pa
+    def _frame(self, batch: list[Record]) -> pd.DataFrame:
+        import pandas as pd
 
-        return pa.table({name: [getattr(r, name) for r in batch] for name in SCHEMA_FIELDS})
+        return pd.DataFrame([asdict(r) for r in batch], columns=list(SCHEMA_FIELDS))
 
     def _name(self) -> str:
         self._seq += 1
@@ -232,12 +259,10 @@ class PredictionLog:
 
     def _write(self, batch: list[Record]) -> bool:
         try:
-            self.sink.write(self._name(), self._table(batch))
+            self.sink.write(self._name(), self._frame(batch))
         except Exception as exc:  # disk full, server away, ...: keep the batch, try again
             log.error("prediction log: %d records not written yet: %s", len(batch), exc)
             return False
-        self.written += len(batch)
-        self.files += 1
         return True
 
     def _spill(self, batch: list[Record]) -> None:
@@ -246,7 +271,7 @@ class PredictionLog:
         name = self._name()
         try:
             spill.open()
-            spill.write(name, self._table(batch))
+            spill.write(name, self._frame(batch))
         except Exception as exc:
             log.error("prediction log: %d records lost: %s", len(batch), exc)
             return

@@ -103,7 +103,7 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
     client = mlflow.MlflowClient()
     model = load_model(uri, client)
     assert model.estimator is None
-    ours = TestClient(create_app(model, lambda: load_model(uri, client)))
+    ours = TestClient(create_app(model))
     answer = ours.post("/invocations", json={"inputs": images.tolist()})
     assert answer.status_code == 200 and answer.json() == theirs
 

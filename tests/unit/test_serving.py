@@ -1,7 +1,7 @@
 """Our server against `mlflow models serve`'s own app, in process, on the same registered model:
 every request form and every bad input gets the same status and body. Then what only ours has:
-/version, /metrics, 413/404 as JSON, and hot reload that keeps the old version when the new one
-is broken."""
+/version, /metrics, 413/404 as JSON. Reloading runs in the supervisor, tested as a process in
+test_serving_process.py."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from starlette.testclient import TestClient
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
-from mlstack.serving import fastpath
 from mlstack.serving.app import _fast_answer, create_app
 from mlstack.serving.model import load_model
 from mlstack.settings import Settings
 from tests.helpers import SCORING_FORMS, awkward_requests, scoring_forms
+
+pytestmark = pytest.mark.slow  # trains models
 
 URI = "models:/wine@champion"
 JSON = "application/json"
@@ -53,7 +54,7 @@ def servers(served_settings: Settings):
         registry_uri=served_settings.embedded_tracking_uri,
     )
     model = load_model(URI, client)
-    ours = TestClient(create_app(model, lambda: load_model(URI, client)))
+    ours = TestClient(create_app(model))
     theirs = TestClient(scoring_server.init(model.pyfunc))
     return ours, theirs, model
 
@@ -120,7 +121,7 @@ def test_missing_column_is_named_in_the_400(servers, frame) -> None:
 
 def test_our_own_errors_are_json_4xx(servers, frame) -> None:
     ours, _, model = servers
-    small = TestClient(create_app(model, lambda: model, max_body_bytes=1000))
+    small = TestClient(create_app(model, max_body_bytes=1000))
     big = json.dumps(scoring_forms(frame.head(10), "dataframe_records")).encode()
     too_large = small.post("/invocations", content=big, headers={"Content-Type": JSON})
     assert too_large.status_code == 413 and "--max-body-mb" in too_large.json()["message"]
@@ -134,7 +135,7 @@ def test_our_own_errors_are_json_4xx(servers, frame) -> None:
 
 def test_version_health_ping_and_metrics(servers, frame) -> None:
     _, theirs, model = servers
-    ours = TestClient(create_app(model, lambda: model))  # fresh counters
+    ours = TestClient(create_app(model))  # fresh counters
     assert ours.get("/ping").text == theirs.get("/ping").text == "\n"
     version = ours.get("/version").json()
     assert (version["name"], version["version"], version["alias"]) == ("wine", "1", "champion")
@@ -151,79 +152,11 @@ def test_version_health_ping_and_metrics(servers, frame) -> None:
     assert 'mlstack_model_info{name="wine",version="1",alias="champion"} 1' in text
 
 
-def test_reload_follows_the_alias_and_a_broken_version_keeps_the_old(
-    settings: Settings, frame
-) -> None:
-    _register(settings, alpha=0.5)
-    client = mlflow.MlflowClient()
-    broken = {"on": False}
-
-    def loader():
-        if broken["on"]:
-            raise RuntimeError("artifact store unreachable")
-        return load_model(URI, client)
-
-    ours = TestClient(create_app(loader(), loader))
-    body = {
-        "dataframe_split": {"columns": list(frame.columns), "data": frame.head(3).values.tolist()}
-    }
-    before = ours.post("/invocations", json=body).json()["predictions"]
-
-    _register(settings, alpha=0.01)  # better rmse: champion moves to v2
-    assert str(client.get_model_version_by_alias("wine", "champion").version) == "2"
-    assert ours.get("/version").json()["version"] == "1"  # nothing changes until a reload
-    reloaded = ours.post("/reload").json()
-    assert reloaded["reloaded"] and reloaded["previous"]["version"] == "1"
-    assert reloaded["serving"]["version"] == "2"
-    after = ours.post("/invocations", json=body).json()["predictions"]
-    v2 = mlflow.pyfunc.load_model("models:/wine/2").predict(frame.head(3))
-    assert after == list(v2) and after != before
-
-    broken["on"] = True
-    failed = ours.post("/reload")
-    assert failed.status_code == 500
-    assert failed.json() == {
-        "reloaded": False,
-        "error": "RuntimeError: artifact store unreachable",
-        "serving": ours.get("/version").json(),
-    }
-    assert ours.get("/version").json()["version"] == "2"
-    assert ours.post("/invocations", json=body).json()["predictions"] == after
-    assert 'mlstack_reloads_total{outcome="failed"} 1' in ours.get("/metrics").text
-
-
-COLUMNS = ("a", "b")
-TYPES = (float, int)
-
-
-@pytest.mark.parametrize(
-    ("payload", "matrix"),
-    [
-        ({"dataframe_split": {"columns": ["b", "a"], "data": [[1, 2.5]]}}, [[2.5, 1.0]]),
-        ({"dataframe_records": [{"a": 1, "b": 2, "c": "x"}]}, [[1.0, 2.0]]),
-        ({"inputs": {"a": [1.5, 2.5], "b": [3, 4]}}, [[1.5, 3.0], [2.5, 4.0]]),
-        ({"instances": [{"a": 0.5, "b": 7}]}, [[0.5, 7.0]]),
-    ],
-)
-def test_fast_path_reads_the_tabular_forms(payload, matrix) -> None:
-    np.testing.assert_array_equal(fastpath.parse(payload, COLUMNS, TYPES), np.asarray(matrix))
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"dataframe_records": [{"a": 1.0}]},  # missing column
-        {"dataframe_records": [{"a": 1.0, "b": 2.5}]},  # float where an int is declared
-        {"dataframe_records": [{"a": True, "b": 2}]},  # bool is not a number here
-        {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0]]}},  # ragged
-        {"dataframe_records": [{"a": 1.0, "b": 2}], "params": {"k": 1}},  # params
-        {"inputs": {"a": [1.0, 2.0], "b": [3]}},  # columns of different lengths
-        {"dataframe_records": []},  # empty
-        [1, 2],
-    ],
-)
-def test_fast_path_hands_anything_else_to_mlflow(payload) -> None:
-    assert fastpath.parse(payload, COLUMNS, TYPES) is None
+def test_reload_needs_the_supervisor(servers) -> None:
+    # Reloading is the supervisor's job (test_serving_process.py); a bare app says so.
+    _, _, model = servers
+    answer = TestClient(create_app(model)).post("/reload")
+    assert answer.status_code == 501 and "python -m mlstack.serving" in answer.json()["message"]
 
 
 def test_fast_path_numbers_equal_pyfunc_to_the_last_digit(tmp_path) -> None:
@@ -254,7 +187,7 @@ def test_a_full_prediction_log_refuses_work_instead_of_dropping_records(servers,
 
     _, _, model = servers
     predlog = PredictionLog(tmp_path / "log", max_queued=2)  # never started: nothing drains
-    app = TestClient(create_app(model, lambda: model, predlog=predlog))
+    app = TestClient(create_app(model, predlog=predlog))
     body = scoring_forms(frame.head(1), "dataframe_records")
     statuses = [app.post("/invocations", json=body).status_code for _ in range(3)]
     assert statuses == [200, 200, 503]
@@ -268,39 +201,6 @@ def test_a_log_that_fills_during_the_prediction_still_refuses(servers, frame, tm
         full = False
 
     _, _, model = servers
-    app = TestClient(create_app(model, lambda: model, predlog=Racing(tmp_path, max_queued=1)))
+    app = TestClient(create_app(model, predlog=Racing(tmp_path, max_queued=1)))
     body = scoring_forms(frame.head(1), "dataframe_records")
     assert [app.post("/invocations", json=body).status_code for _ in range(2)] == [200, 503]
-
-
-def test_bound_sockets_give_accepted_connections_tcp_nodelay() -> None:
-    """Without proto=IPPROTO_TCP on the listener, asyncio leaves Nagle on (uvicorn #3149) and
-    each kept-alive answer waits ~40 ms for a delayed ACK."""
-    import asyncio
-    import socket
-
-    from mlstack.serving.runner import bind_sockets
-    from mlstack.stack import free_port
-
-    async def nodelay_of_accepted(sock: socket.socket) -> int:
-        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def connected(reader, writer) -> None:
-            conn = writer.get_extra_info("socket")
-            accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
-            writer.close()
-
-        server = await asyncio.start_server(connected, sock=sock)
-        _, writer = await asyncio.open_connection(*sock.getsockname())
-        try:
-            return await asyncio.wait_for(accepted, 5)
-        finally:
-            writer.close()
-            server.close()
-
-    port = free_port()
-    sockets = bind_sockets("127.0.0.1", port, count=2)  # one per worker, same port
-    assert [s.getsockname()[1] for s in sockets] == [port, port]
-    for sock in sockets:
-        assert sock.proto == socket.IPPROTO_TCP
-        assert asyncio.run(nodelay_of_accepted(sock)) != 0

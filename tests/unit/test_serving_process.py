@@ -179,19 +179,24 @@ def test_every_answered_request_is_logged_exactly_once(
     assert set(table["content_type"]) == {"application/json", "text/csv"}
 
 
-def test_a_version_that_cannot_load_leaves_every_worker_on_the_old_one(settings, cli_env) -> None:
+@WORKERS
+def test_a_version_that_cannot_load_leaves_every_worker_on_the_old_one(
+    settings, cli_env, workers
+) -> None:
     from urllib.parse import urlparse
     from urllib.request import url2pathname
 
     _register(settings, alpha=0.5)
-    with serving(cli_env, "--model-uri", "models:/wine@champion", "--workers", "2") as url:
-        wait_for(lambda: len(_pids(url)) == 2, 120, "both workers to answer")
+    with serving(cli_env, "--model-uri", "models:/wine@champion", "--workers", workers) as url:
+        wait_for(lambda: len(_pids(url)) == int(workers), 120, "every worker to answer")
         _register(settings, alpha=0.01)  # the champion moves to v2 ...
+        assert requests.get(f"{url}/version", timeout=5).json()["version"] == "1"  # no reload yet
         location = store_client(settings).get_model_version_download_uri("wine", "2")
         (Path(url2pathname(urlparse(location).path)) / "MLmodel").unlink()  # ... which is broken
         reloaded = requests.post(f"{url}/reload", timeout=120)
         assert reloaded.status_code == 500 and reloaded.json()["reloaded"] is False
         assert "MLmodel" in reloaded.json()["error"]  # says why
+        assert reloaded.json()["serving"]["version"] == "1"
         versions = {requests.get(f"{url}/version", timeout=5).json()["version"] for _ in range(20)}
         assert versions == {"1"}  # no worker switched: all or none
         text = requests.get(f"{url}/metrics", timeout=10).text
