@@ -35,13 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--test-size", type=float, default=defaults.test_size, help="held-out fraction, (0, 1)"
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed for split and fit")
-    p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
-    p.add_argument(
-        "--register-as",
-        metavar="NAME",
-        default=None,
-        help="register the model under NAME; alias challenger, champion if it beats the champion",
-    )
+    cli.add_run_flags(p, experiment=EXPERIMENT, better="its rmse beats the champion's")
     return p.parse_args(argv)
 
 
@@ -50,21 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     cli.quiet_third_party_logs()
     args = parse_args(argv)
     from mlstack import wine
-    from mlstack.settings import get_settings
 
-    settings = get_settings()
     params = wine.WineParams(
         alpha=args.alpha, l1_ratio=args.l1_ratio, test_size=args.test_size, seed=args.seed
     )
-    result = wine.train(
-        params,
-        data=args.data or None,  # MLproject passes '' for "use the default"
-        experiment=args.experiment,
-        register_as=args.register_as or None,
-        settings=settings,
+    return cli.train_main(
+        lambda settings: wine.train(
+            params,
+            data=args.data or None,  # MLproject passes '' for "use the default"
+            experiment=args.experiment,
+            register_as=args.register_as or None,
+            settings=settings,
+        )
     )
-    print("\n".join(cli.summary_lines(result, settings)))
-    return 0
 
 
 if __name__ == "__main__":

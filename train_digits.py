@@ -38,13 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="held-out fraction for the 8x8 set or an .npz holding only x, y",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for split, init, shuffle")
-    p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment name")
-    p.add_argument(
-        "--register-as",
-        metavar="NAME",
-        default=None,
-        help="register the model under NAME; alias challenger, champion if more accurate",
-    )
+    cli.add_run_flags(p, experiment=EXPERIMENT, better="it is more accurate than the champion")
     return p.parse_args(argv)
 
 
@@ -53,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.quiet_third_party_logs()
     args = parse_args(argv)
     from mlstack import digits
-    from mlstack.settings import get_settings
 
-    settings = get_settings()
     params = digits.DigitsParams(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -63,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         test_size=args.test_size,
         seed=args.seed,
     )
-    result = digits.train(
-        params,
-        data=args.data or None,  # MLproject passes '' for "use the default"
-        experiment=args.experiment,
-        register_as=args.register_as or None,
-        settings=settings,
+    return cli.train_main(
+        lambda settings: digits.train(
+            params,
+            data=args.data or None,  # MLproject passes '' for "use the default"
+            experiment=args.experiment,
+            register_as=args.register_as or None,
+            settings=settings,
+        )
     )
-    print("\n".join(cli.summary_lines(result, settings)))
-    return 0
 
 
 if __name__ == "__main__":

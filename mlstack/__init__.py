@@ -1,8 +1,14 @@
 """mlstack: the library behind this project's entry points (train.py, train_digits.py, ...).
 
 Modules: settings (configuration), data (loaders), wine and digits (training), tracking
-(MLflow setup and run lifecycle), registry (versions and aliases), cli (shared CLI plumbing).
-Importing the package does no work: TensorFlow and MLflow load only when a function needs them.
+(MLflow setup and run lifecycle), registry (versions and aliases), cli (shared CLI plumbing),
+promote (moving an alias by hand), provenance (the image's code check), envfile (make env),
+devcontainer (the dev image's entry point), stack/ (the native tracking stack), serving/ (our
+model server).
+
+Importing the package, settings, errors, data or cli does no work and loads neither MLflow nor
+TensorFlow; tracking and registry, which are about MLflow, import it, and TensorFlow loads only
+inside the digits functions that use it.
 """
 
 __all__ = ["UsageError"]

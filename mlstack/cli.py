@@ -1,4 +1,6 @@
-"""Plumbing shared by the command-line entry points: one-line errors, exit codes, logging."""
+"""Plumbing shared by the command-line entry points: one-line errors, exit codes, logging,
+and the main of the training scripts. Imports no MLflow: `--help` and a bad argument answer
+before any heavy library loads."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING
 
 from mlstack.errors import UsageError
-from mlstack.settings import Settings
-from mlstack.tracking import Terminated, TrainResult, describe_server_error, run_link
+
+if TYPE_CHECKING:
+    from mlstack.settings import Settings
+    from mlstack.tracking import TrainResult
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -36,6 +39,17 @@ def quiet_third_party_logs() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _is_mlflow_error(exc: BaseException) -> bool:
+    # An MlflowException can only exist once mlflow.exceptions was imported.
+    module = sys.modules.get("mlflow.exceptions")
+    return module is not None and isinstance(exc, module.MlflowException)
+
+
+def _is_terminated(exc: BaseException) -> bool:
+    module = sys.modules.get("mlstack.tracking")
+    return module is not None and isinstance(exc, module.Terminated)
+
+
 def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     """Run `main`; map a UsageError to one stderr line and exit 2, interrupts to 130/143."""
     try:
@@ -43,20 +57,48 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)  # noqa: T201 (the CLI's own output)
         return EXIT_USAGE
-    except MlflowException as exc:
-        # The server or store failed, not the user's input: exit 1, one line, run marked FAILED.
-        print(f"{prog}: error: {describe_server_error(exc)}", file=sys.stderr)  # noqa: T201
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; a started run is marked FAILED", file=sys.stderr)  # noqa: T201
         return EXIT_INTERRUPTED
-    except Terminated:
-        print(f"{prog}: terminated; a started run is marked FAILED", file=sys.stderr)  # noqa: T201
-        return EXIT_TERMINATED
+    except BaseException as exc:
+        if _is_mlflow_error(exc):
+            # The server or store failed, not the user's input: exit 1, one line, run FAILED.
+            from mlstack.tracking import describe_server_error
+
+            print(f"{prog}: error: {describe_server_error(exc)}", file=sys.stderr)  # noqa: T201
+            return EXIT_FAILURE
+        if _is_terminated(exc):
+            print(f"{prog}: terminated; a started run is marked FAILED", file=sys.stderr)  # noqa: T201
+            return EXIT_TERMINATED
+        raise
+
+
+def add_run_flags(p: argparse.ArgumentParser, *, experiment: str, better: str) -> None:
+    """The flags every training script has: --experiment and --register-as."""
+    p.add_argument("--experiment", default=experiment, help="MLflow experiment name")
+    p.add_argument(
+        "--register-as",
+        metavar="NAME",
+        default=None,
+        help=f"register the model under NAME; alias challenger, champion if {better}",
+    )
+
+
+def train_main(train: Callable[[Settings], TrainResult]) -> int:
+    """What a training script does once its arguments are parsed: train on the configured
+    store (`train(settings)`), then print the run id, metrics, registry decision and link."""
+    from mlstack.settings import get_settings
+
+    settings = get_settings()
+    result = train(settings)
+    print("\n".join(summary_lines(result, settings)))  # noqa: T201 (the CLI's own output)
+    return 0
 
 
 def summary_lines(result: TrainResult, settings: Settings) -> list[str]:
     """What a training command tells a person at the end: run id, metrics, registry, link."""
+    from mlstack.tracking import run_link
+
     metrics = " ".join(
         f"{k}={v:.4f}" for k, v in result.metrics.items() if not k.endswith("_seconds")
     )

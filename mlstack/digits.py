@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "digits"
 MODEL_ARTIFACT = "model"
-PROMOTION_METRIC = "test_accuracy"  # higher is better
+PROMOTION = registry.PromotionRule(metric="test_accuracy", greater_is_better=True)
 
 CONV1_FILTERS = 32
 CONV2_FILTERS = 64
@@ -200,20 +200,7 @@ def train(
             input_example=digits.x_train[:2],
             pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
         )
-        decision = None
-        if register_as:
-            decision = registry.register_and_promote(
-                info.model_uri,
-                register_as,
-                run_id=run.info.run_id,
-                metric=PROMOTION_METRIC,
-                value=metrics[PROMOTION_METRIC],
-                greater_is_better=True,
-            )
-    return tracking.TrainResult(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        metrics=metrics,
-        model_uri=info.model_uri,
-        promotion=decision,
-    )
+        decision = registry.register_if_asked(
+            info.model_uri, register_as, run_id=run.info.run_id, metrics=metrics, rule=PROMOTION
+        )
+    return tracking.TrainResult.of(run, metrics, info.model_uri, decision)

@@ -39,6 +39,14 @@ def validate_model_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class PromotionRule:
+    """How versions of one model are compared: the held-out metric, and which way is better."""
+
+    metric: str
+    greater_is_better: bool
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     """What happened to a newly registered version."""
 
@@ -163,6 +171,28 @@ def register_and_promote(
         _rollback(client, name, new_version, model_existed, previous)
         raise
     return decision
+
+
+def register_if_asked(
+    model_uri: str,
+    register_as: str | None,
+    *,
+    run_id: str,
+    metrics: dict[str, float],
+    rule: PromotionRule,
+) -> PromotionDecision | None:
+    """Register and promote (register_and_promote) when `register_as` names a model; the
+    decision, or None when no registration was asked for."""
+    if not register_as:
+        return None
+    return register_and_promote(
+        model_uri,
+        register_as,
+        run_id=run_id,
+        metric=rule.metric,
+        value=metrics[rule.metric],
+        greater_is_better=rule.greater_is_better,
+    )
 
 
 def _registered_model_exists(client: MlflowClient, name: str) -> bool:

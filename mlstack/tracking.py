@@ -50,6 +50,17 @@ class TrainResult:
     model_uri: str
     promotion: PromotionDecision | None
 
+    @classmethod
+    def of(
+        cls,
+        run: Run,
+        metrics: dict[str, float],
+        model_uri: str,
+        promotion: PromotionDecision | None,
+    ) -> TrainResult:
+        """The result of a finished training `run`."""
+        return cls(run.info.run_id, run.info.experiment_id, metrics, model_uri, promotion)
+
 
 def pinned_requirements(dists: tuple[str, ...]) -> list[str]:
     """`name==version` for each distribution as installed (the environment mirrors the pins).
@@ -165,8 +176,9 @@ def git_tags() -> dict[str, str]:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        # Inside a docker_env container the code is copied without .git.
-        return {"git_commit": os.environ.get("MLSTACK_GIT_COMMIT", "unknown")}
+        # Inside the project image the code is copied without .git; `make image` records the
+        # commit it was built from.
+        return {"git_commit": os.environ.get("MLSTACK_IMAGE_COMMIT", "unknown")}
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 

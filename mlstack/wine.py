@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "wine"
 MODEL_ARTIFACT = "model"
-PROMOTION_METRIC = "rmse"  # lower is better
+PROMOTION = registry.PromotionRule(metric="rmse", greater_is_better=False)
 ELASTICNET_MAX_ITER = 10_000  # the default 1,000 stops short for small alphas on this data
 
 # What a served wine model needs (see tracking.pinned_requirements).
@@ -163,23 +163,10 @@ def train(
             input_example=x_train.head(3),
             pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
         )
-        decision = None
-        if register_as:
-            decision = registry.register_and_promote(
-                info.model_uri,
-                register_as,
-                run_id=run.info.run_id,
-                metric=PROMOTION_METRIC,
-                value=metrics[PROMOTION_METRIC],
-                greater_is_better=False,
-            )
-    return tracking.TrainResult(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        metrics=metrics,
-        model_uri=info.model_uri,
-        promotion=decision,
-    )
+        decision = registry.register_if_asked(
+            info.model_uri, register_as, run_id=run.info.run_id, metrics=metrics, rule=PROMOTION
+        )
+    return tracking.TrainResult.of(run, metrics, info.model_uri, decision)
 
 
 def _log_dataset(wine: WineData) -> None:

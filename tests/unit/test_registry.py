@@ -11,6 +11,8 @@ from mlstack.errors import UsageError
 from mlstack.settings import Settings
 from mlstack.tracking import configure_tracking
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 def _aliases(name: str) -> dict[str, str]:
     aliases = mlflow.MlflowClient().get_registered_model(name).aliases

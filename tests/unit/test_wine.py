@@ -16,6 +16,8 @@ from mlstack.settings import Settings
 from mlstack.tracking import TrainResult
 from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV
 
+pytestmark = pytest.mark.slow  # trains models
+
 
 @pytest.fixture
 def finished(settings: Settings) -> TrainResult:
