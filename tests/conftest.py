@@ -13,6 +13,19 @@ import pytest
 from mlstack.settings import Settings
 from tests.helpers import make_wine_frame, write_uci_csv
 
+TIERS = {"integration": pytest.mark.integration, "docker": pytest.mark.docker}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests in tests/integration and tests/docker start real services: they carry their
+    tier's marker and `slow`, so `-m 'not slow'` (make test-quick) is the seconds-long loop."""
+    here = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(here).parts[0] if here in item.path.parents else None
+        if tier in TIERS:
+            item.add_marker(TIERS[tier])
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def wine_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
