@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 UI_PORT ?= 5000
 # The embedded store: the same place mlstack.settings uses (MLSTACK_STORE_DIR, default here).
 STORE := $(abspath $(or $(MLSTACK_STORE_DIR),.))
-# Wine data for `make train`: the team's shared copy when it sits beside this checkout (as on
-# our build machines, which have no route to UCI), else empty = the settings default (download).
+# Wine data for `make train`: the team's shared copy when it sits beside this checkout, else
+# empty = the settings default (download once from UCI).
 DATA ?= $(wildcard ../shared/data/winequality-red.csv)
 ARGS ?=
 PYTEST_ARGS ?=

@@ -1,6 +1,6 @@
 """Request counters and a latency histogram, rendered in Prometheus' text format.
 
-Per process; with several workers, /metrics merges every worker's snapshot (see workers.py).
+Per worker process; /metrics merges every worker's snapshot (see supervisor.py).
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def prediction_run(client: Any, options: ServeOptions) -> Iterator[str | None]:
 
 
 def load_prediction_log(source: str | Path, tracking_uri: str | None = None) -> pd.DataFrame:
-    """Every record of a prediction log, for the drift job and for checks: `source` is a log
+    """Every record of a prediction log, as a DataFrame: `source` is a log
     directory or a run id whose artifacts hold one (`--log-predictions mlflow`)."""
     import mlflow
     import pandas as pd

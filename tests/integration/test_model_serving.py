@@ -26,6 +26,7 @@ from mlstack.serving.model import load_model
 from mlstack.serving.predlog import load_prediction_log
 from mlstack.stack import free_port
 from tests.helpers import (
+    PROJ_ROOT,
     SCORING_FORMS,
     awkward_requests,
     http_server,
@@ -106,6 +107,12 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
     ours = TestClient(create_app(model))
     answer = ours.post("/invocations", json={"inputs": images.tolist()})
     assert answer.status_code == 200 and answer.json() == theirs
+    # The sample body in serve/requests is one such image.
+    sample = (PROJ_ROOT / "serve" / "requests" / "digits.json").read_bytes()
+    answer = ours.post("/invocations", content=sample, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200
+    (probabilities,) = answer.json()["predictions"]
+    assert len(probabilities) == 10 and sum(probabilities) == pytest.approx(1.0, abs=1e-4)
 
 
 def _same_sets(body: dict) -> dict:

@@ -20,7 +20,7 @@ from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.serving.app import _fast_answer, create_app
 from mlstack.serving.model import load_model
 from mlstack.settings import Settings
-from tests.helpers import SCORING_FORMS, awkward_requests, scoring_forms
+from tests.helpers import PROJ_ROOT, SCORING_FORMS, awkward_requests, scoring_forms
 
 pytestmark = pytest.mark.slow  # trains models
 
@@ -204,3 +204,11 @@ def test_a_log_that_fills_during_the_prediction_still_refuses(servers, frame, tm
     app = TestClient(create_app(model, predlog=Racing(tmp_path, max_queued=1)))
     body = scoring_forms(frame.head(1), "dataframe_records")
     assert [app.post("/invocations", json=body).status_code for _ in range(2)] == [200, 503]
+
+
+@pytest.mark.parametrize("name", ["wine-split", "wine-records", "wine-inputs"])
+def test_sample_requests_in_serve_are_answered_like_mlflow(servers, name: str) -> None:
+    ours, theirs, model = servers
+    body = (PROJ_ROOT / "serve" / "requests" / f"{name}.json").read_bytes()
+    answer = _same(ours, theirs, body, JSON)
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
