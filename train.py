@@ -48,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     params = wine.WineParams(
         alpha=args.alpha, l1_ratio=args.l1_ratio, test_size=args.test_size, seed=args.seed
     )
-    return cli.train_main(
-        lambda settings: wine.train(
-            params,
-            data=args.data or None,  # MLproject passes '' for "use the default"
-            experiment=args.experiment,
-            register_as=args.register_as or None,
-            settings=settings,
-        )
-    )
+    return cli.train_main(wine.train, params, args)
 
 
 if __name__ == "__main__":

@@ -55,15 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         test_size=args.test_size,
         seed=args.seed,
     )
-    return cli.train_main(
-        lambda settings: digits.train(
-            params,
-            data=args.data or None,  # MLproject passes '' for "use the default"
-            experiment=args.experiment,
-            register_as=args.register_as or None,
-            settings=settings,
-        )
-    )
+    return cli.train_main(digits.train, params, args)
 
 
 if __name__ == "__main__":

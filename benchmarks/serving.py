@@ -8,8 +8,8 @@ A throwaway embedded store gets a wine ElasticNet (the team's CSV when ../shared
 both servers load models:/wine@champion with the same number of workers (--workers, default
 1). The load generator is wrk (`apt-get install wrk`: C, event-driven, not the bottleneck
 here), for single-row and 100-row `dataframe_split` requests at 1, 8 and 64 connections.
-Before timing, both servers must return identical predictions for both bodies. Goal
-#5): at 8 connections with single rows, >= 10x the requests/s of `mlflow models serve`,
+Before timing, both servers must return identical predictions for both bodies. Goal: at 8
+connections with single rows, >= 10x the requests/s of `mlflow models serve`,
 p99 <= 10 ms, zero errors.
 """
 

@@ -84,13 +84,20 @@ def add_run_flags(p: argparse.ArgumentParser, *, experiment: str, better: str) -
     )
 
 
-def train_main(train: Callable[[Settings], TrainResult]) -> int:
-    """What a training script does once its arguments are parsed: train on the configured
-    store (`train(settings)`), then print the run id, metrics, registry decision and link."""
+def train_main(train: Callable[..., TrainResult], params: object, args: argparse.Namespace) -> int:
+    """What a training script does once its arguments are parsed: `train(params, ...)` with
+    the flags every script shares, on the configured store, then print the run id, metrics,
+    registry decision and link."""
     from mlstack.settings import get_settings
 
     settings = get_settings()
-    result = train(settings)
+    result = train(
+        params,
+        data=args.data or None,  # MLproject passes '' for "use the default"
+        experiment=args.experiment,
+        register_as=args.register_as or None,
+        settings=settings,
+    )
     print("\n".join(summary_lines(result, settings)))  # noqa: T201 (the CLI's own output)
     return 0
 
