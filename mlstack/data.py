@@ -36,6 +36,7 @@ WINE_FEATURES: tuple[str, ...] = (
     "alcohol",
 )
 WINE_TARGET = "quality"
+BUILTIN_DIGITS = "sklearn.datasets.load_digits"  # the digits' data_source when --data is not given
 MIN_ROWS = 10  # below this a train/test split and any metric are meaningless
 
 DATA_FIX = "pass --data PATH_OR_URL or set MLSTACK_WINE_DATA"
@@ -58,6 +59,18 @@ class WineData:
     def target(self) -> pd.Series:
         """The integer quality score."""
         return self.frame[WINE_TARGET]
+
+    def with_labelled(self, rows: pd.DataFrame) -> WineData:
+        """This table plus labelled rows (the 11 features and quality); source and path stay
+        the original file's."""
+        missing = [c for c in (*WINE_FEATURES, WINE_TARGET) if c not in rows]
+        if missing:
+            raise UsageError(
+                f"labelled wine rows lack {missing}; they need the 11 features and quality"
+            )
+        extra = rows[[*WINE_FEATURES, WINE_TARGET]].astype(self.frame.dtypes.to_dict())
+        frame = pd.concat([self.frame, extra], ignore_index=True)
+        return WineData(frame=frame, source=self.source, path=self.path)
 
 
 def is_url(source: str) -> bool:
@@ -269,6 +282,31 @@ class DigitsData:
         """(height, width, channels) of one image."""
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
+    def with_labelled(
+        self, images: np.ndarray, labels: np.ndarray, *, test_size: float, seed: int
+    ) -> DigitsData:
+        """These digits plus labelled images (same shape), split with the same test share, so
+        the held-out part has new rows too."""
+        from sklearn.model_selection import train_test_split
+
+        if images.shape[1:] != self.x_train.shape[1:]:
+            raise UsageError(
+                f"labelled images have shape {images.shape[1:]}, the data {self.image_shape}"
+            )
+        if len(images) < 2:
+            x_tr, x_te, y_tr, y_te = images, images[:0], labels, labels[:0]
+        else:
+            x_tr, x_te, y_tr, y_te = train_test_split(
+                images, labels, test_size=test_size, random_state=seed
+            )
+        return DigitsData(
+            np.concatenate([self.x_train, x_tr.astype("float32")]),
+            np.concatenate([self.y_train, y_tr.astype("int64")]),
+            np.concatenate([self.x_test, x_te.astype("float32")]),
+            np.concatenate([self.y_test, y_te.astype("int64")]),
+            source=self.source,
+        )
+
 
 def _as_images(x: np.ndarray, origin: str, key: str) -> np.ndarray:
     """Shape to (N, H, W, 1) float32 in [0, 1]."""
@@ -311,7 +349,7 @@ def load_digits_data(path: str | None, *, test_size: float, seed: int) -> Digits
         x_tr, x_te, y_tr, y_te = train_test_split(
             x, y, test_size=test_size, random_state=seed, stratify=y
         )
-        return DigitsData(x_tr, y_tr, x_te, y_te, source="sklearn.datasets.load_digits")
+        return DigitsData(x_tr, y_tr, x_te, y_te, source=BUILTIN_DIGITS)
 
     fix = "pass --data with a Keras-style mnist.npz, or omit it for the built-in 8x8 digits"
     file = Path(path).expanduser()

@@ -10,13 +10,14 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from mlstack import registry, tracking
 from mlstack.data import NUM_DIGIT_CLASSES, DigitsData, load_digits_data
 from mlstack.errors import UsageError
-from mlstack.settings import Settings, get_settings
+from mlstack.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -128,31 +129,48 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray):
     return fig
 
 
+def accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    """The share of `images` whose most probable class (by `model.predict`, a Keras or
+    pyfunc model) is the label."""
+    probabilities = np.asarray(model.predict(images))
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
 def train(
     params: DigitsParams,
     *,
     data: str | None = None,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
     experiment: str = EXPERIMENT,
     register_as: str | None = None,
+    tags: dict[str, str] | None = None,
     verbose: int = 2,
     settings: Settings | None = None,
 ) -> tracking.TrainResult:
     """Train, evaluate, log and (optionally) register one digits CNN.
 
+    `extra` labelled images and labels are split with the same test share and join both parts.
+    The held-out split's image statistics, predictions and labels are logged as the version's
+    drift reference (mlstack.monitor). `tags` go on the run.
     Input is validated and the data loaded before the run starts, so bad input creates no run.
 
     Returns:
         The finished run's id, metrics, model URI and (with `register_as`) the promotion decision.
     """
-    settings = settings or get_settings()
-    params.validate()
-    if register_as is not None:
-        registry.validate_model_name(register_as)
+    settings = tracking.check_training_input(params, register_as, settings)
     digits: DigitsData = load_digits_data(data, test_size=params.test_size, seed=params.seed)
+    labelled = 0
+    if extra is not None and len(extra[0]):
+        images, labels = extra
+        labelled = len(images)
+        digits = digits.with_labelled(images, labels, test_size=params.test_size, seed=params.seed)
 
     import mlflow
     import mlflow.tensorflow
     from mlflow.models import infer_signature
+
+    from mlstack.monitor.profiles import PROFILES
+    from mlstack.monitor.reference import log_reference
 
     tracking.configure_tracking(settings)
     make_deterministic(params.seed)
@@ -166,8 +184,10 @@ def train(
                 "data_source": digits.source,
                 "n_train": len(digits.x_train),
                 "image_shape": "x".join(map(str, digits.image_shape)),
+                "labelled_rows": labelled,
             }
         )
+        mlflow.set_tags(tags or {})
         started = time.perf_counter()
         model.fit(
             digits.x_train,
@@ -187,8 +207,15 @@ def train(
             "fit_seconds": fit_s,
         }
         mlflow.log_metrics(metrics)
-        predicted = model.predict(digits.x_test, verbose=0).argmax(axis=1)
-        mlflow.log_figure(confusion_figure(digits.y_test, predicted), "plots/confusion_matrix.png")
+        probabilities = model.predict(digits.x_test, verbose=0)
+        mlflow.log_figure(
+            confusion_figure(digits.y_test, probabilities.argmax(axis=1)),
+            "plots/confusion_matrix.png",
+        )
+        profile = PROFILES["digits"]
+        log_reference(
+            profile, profile.reference(digits.x_test, probabilities, digits.y_test), test_accuracy
+        )
         import keras
 
         keras.utils.disable_interactive_logging()  # MLflow's example checks would draw bars
@@ -201,6 +228,11 @@ def train(
             pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
         )
         decision = registry.register_if_asked(
-            info.model_uri, register_as, run_id=run.info.run_id, metrics=metrics, rule=PROMOTION
+            info.model_uri,
+            register_as,
+            run_id=run.info.run_id,
+            metrics=metrics,
+            rule=PROMOTION,
+            score=lambda champion: accuracy(champion, digits.x_test, digits.y_test),
         )
     return tracking.TrainResult.of(run, metrics, info.model_uri, decision)

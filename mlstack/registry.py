@@ -1,7 +1,9 @@
 """Model registry workflow with aliases (never the deprecated stages).
 
 A new version gets alias `challenger`; `champion` moves to it only when its held-out metric beats
-the current champion's (or there is none). The decision and both metrics are kept as version
+the current champion's (or there is none). Both are measured on the same rows: training scores
+the current champion on the new version's held-out split (the champion's own run's figure is
+the fallback when it cannot be loaded). The decision and both metrics are kept as version
 tags. Registration is all-or-nothing: if any step fails, the new version is deleted again.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -115,9 +119,13 @@ def register_and_promote(
     greater_is_better: bool,
     challenger_alias: str = CHALLENGER,
     champion_alias: str = CHAMPION,
+    score_champion: Callable[[str], float] | None = None,
     client: MlflowClient | None = None,
 ) -> PromotionDecision:
     """Register `model_uri` as a new version of `name`, alias it, and apply the promotion rule.
+
+    `score_champion(model_uri)`, when given, measures the current champion on the same rows
+    as `value` was; without it (or when it fails) the champion's run's own figure is used.
 
     Returns:
         The decision, also recorded as `promotion.*` tags on the new version.
@@ -138,9 +146,16 @@ def register_and_promote(
 
     # Decide before registering, so the decision and both metrics go in with the version
     # itself (one request instead of one per tag).
-    champion_value = (
-        _champion_metric(client, name, champion_version, metric) if champion_version else None
-    )
+    champion_value, scored_on = None, "none"
+    if champion_version and score_champion is not None:
+        try:
+            champion_value = score_champion(f"models:/{name}/{champion_version}")
+            scored_on = "this version's held-out split"
+        except Exception as exc:  # a champion that cannot load: its own figure decides
+            log.warning("could not score %s v%s here (%s)", name, champion_version, exc)
+    if champion_version and champion_value is None:
+        champion_value = _champion_metric(client, name, champion_version, metric)
+        scored_on = "its own run's held-out split"
     promoted = _beats(value, champion_value, greater_is_better)
     tags = {
         "run_id": run_id,
@@ -148,6 +163,7 @@ def register_and_promote(
         f"{TAG_PREFIX}candidate_value": repr(value),
         f"{TAG_PREFIX}champion_version": champion_version or "none",
         f"{TAG_PREFIX}champion_value": "none" if champion_value is None else repr(champion_value),
+        f"{TAG_PREFIX}champion_scored_on": scored_on,
         f"{TAG_PREFIX}decision": "promoted" if promoted else "kept-champion",
     }
     mv = mlflow.register_model(model_uri, name, tags=tags)
@@ -180,11 +196,17 @@ def register_if_asked(
     run_id: str,
     metrics: dict[str, float],
     rule: PromotionRule,
+    score: Callable[[Any], float] | None = None,
 ) -> PromotionDecision | None:
     """Register and promote (register_and_promote) when `register_as` names a model; the
-    decision, or None when no registration was asked for."""
+    decision, or None when no registration was asked for. `score(pyfunc_model)` measures a
+    model on this run's held-out split, to score the champion on the same rows."""
     if not register_as:
         return None
+
+    def score_champion(uri: str) -> float:
+        return score(mlflow.pyfunc.load_model(uri))  # type: ignore[misc]
+
     return register_and_promote(
         model_uri,
         register_as,
@@ -192,6 +214,7 @@ def register_if_asked(
         metric=rule.metric,
         value=metrics[rule.metric],
         greater_is_better=rule.greater_is_better,
+        score_champion=score_champion if score else None,
     )
 
 

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default=PROJ_ROOT,
         description="Where the embedded store lives: mlflow.db and mlruns/ under it.",
     )
+    labels_dir: Path | None = Field(
+        default=None,
+        description="Where label files for retraining go, one folder per model "
+        "(<labels_dir>/<model>/*.csv); unset means <store_dir>/labels.",
+    )
     wine_data: str = Field(
         default=WINE_DATA_URL,
         description="Path or http(s) URL of the wine CSV used when --data is not given.",
@@ -64,6 +69,11 @@ class Settings(BaseSettings):
     def embedded_artifact_root(self) -> Path:
         """Directory holding the embedded store's artifacts."""
         return (self.store_dir / "mlruns").resolve()
+
+    @property
+    def labels_path(self) -> Path:
+        """The labels directory in use (see labels_dir)."""
+        return self.labels_dir or self.store_dir / "labels"
 
     @property
     def uses_embedded_store(self) -> bool:

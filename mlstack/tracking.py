@@ -62,6 +62,20 @@ class TrainResult:
         return cls(run.info.run_id, run.info.experiment_id, metrics, model_uri, promotion)
 
 
+def check_training_input(
+    params: Any, register_as: str | None, settings: Settings | None
+) -> Settings:
+    """Validate a training run's parameters and model name (UsageError naming the first
+    problem) before anything starts; the settings to use (read from the environment if None)."""
+    from mlstack.registry import validate_model_name
+    from mlstack.settings import get_settings
+
+    params.validate()
+    if register_as is not None:
+        validate_model_name(register_as)
+    return settings or get_settings()
+
+
 def pinned_requirements(dists: tuple[str, ...]) -> list[str]:
     """`name==version` for each distribution as installed (the environment mirrors the pins).
 

@@ -17,7 +17,7 @@ import pandas as pd
 from mlstack import registry, tracking
 from mlstack.data import WINE_TARGET, WineData, is_url, load_wine
 from mlstack.errors import UsageError
-from mlstack.settings import Settings, get_settings
+from mlstack.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,17 @@ def train(
     params: WineParams,
     *,
     data: str | None = None,
+    extra: pd.DataFrame | None = None,
     experiment: str = EXPERIMENT,
     register_as: str | None = None,
+    tags: dict[str, str] | None = None,
     settings: Settings | None = None,
 ) -> tracking.TrainResult:
     """Train, evaluate, log and (optionally) register one wine ElasticNet.
 
+    `extra` labelled rows (the 11 features and quality) join the data before the split, so the
+    held-out part has some of them too. The held-out split, its predictions and labels are
+    logged as the version's drift reference (mlstack.monitor). `tags` go on the run.
     Input is validated and the data loaded before the run starts, so bad input creates no run.
 
     Returns:
@@ -129,11 +134,13 @@ def train(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    settings = settings or get_settings()
-    params.validate()
-    if register_as is not None:
-        registry.validate_model_name(register_as)
+    from mlstack.monitor.profiles import PROFILES
+    from mlstack.monitor.reference import log_reference
+
+    settings = tracking.check_training_input(params, register_as, settings)
     wine = load_wine(data, settings)
+    if extra is not None and len(extra):
+        wine = wine.with_labelled(extra)
     x_train, x_test, y_train, y_test = split(wine, params)
     if len(x_test) == 0 or len(x_train) < 2:
         raise UsageError(f"--test-size {params.test_size} leaves an empty split; use 0.1-0.5")
@@ -148,14 +155,18 @@ def train(
         metrics["train_rmse"] = evaluate(model, x_train, y_train)["rmse"]
         metrics["fit_seconds"] = fit_s
 
+        labelled = 0 if extra is None else len(extra)
         tracking.log_params_once(
-            {**asdict(params), "data_source": wine.source, "n_train": len(x_train)}
-        )
+            {**asdict(params), "data_source": wine.source, "n_train": len(x_train),
+             "labelled_rows": labelled}
+        )  # fmt: skip
+        mlflow.set_tags(tags or {})
         mlflow.log_metrics(metrics)
         _log_dataset(wine)
-        mlflow.log_figure(
-            residuals_figure(y_test, model.predict(x_test)), "plots/predicted_vs_actual.png"
-        )
+        predicted = model.predict(x_test)
+        mlflow.log_figure(residuals_figure(y_test, predicted), "plots/predicted_vs_actual.png")
+        profile = PROFILES["wine"]
+        log_reference(profile, profile.reference(x_test, predicted, y_test), metrics["rmse"])
         info = mlflow.sklearn.log_model(
             model,
             name=MODEL_ARTIFACT,
@@ -164,7 +175,12 @@ def train(
             pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
         )
         decision = registry.register_if_asked(
-            info.model_uri, register_as, run_id=run.info.run_id, metrics=metrics, rule=PROMOTION
+            info.model_uri,
+            register_as,
+            run_id=run.info.run_id,
+            metrics=metrics,
+            rule=PROMOTION,
+            score=lambda champion: evaluate(champion, x_test, y_test)[PROMOTION.metric],
         )
     return tracking.TrainResult.of(run, metrics, info.model_uri, decision)
 

@@ -1,0 +1,221 @@
+"""What is monitored for each kind of model: the columns compared with the reference, how a
+logged request becomes rows of those columns, and the live performance metric.
+
+- wine: the 11 features and the predicted quality (all numeric); performance is rmse.
+- digits: images are tensors, so each image becomes statistics an unseen handwriting moves:
+  the mean ink, the share of inked pixels, the ink's centre and spread along each axis, its
+  contrast, and the mean of each region of a 4 x 4 grid (16); plus the predicted class
+  (categorical) and the model's confidence (its top probability). Performance is accuracy.
+
+Drift rule, per kind: a column drifts when its test's p-value is under 0.05 (Kolmogorov-Smirnov
+for numeric columns, chi-square for categorical ones); the window drifts when at least
+`drift_share` of the columns do. The shares were set by measurement (benchmarks/monitoring.py
+--calibrate): the largest share that clean windows of 200 rows reached, and the smallest that
+shifted windows reached (mlstack.shifts), lie on either side of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from mlstack.data import WINE_FEATURES, WINE_TARGET
+
+P_VALUE = 0.05
+LABEL = "label"  # the true value's column, in references and in labels files
+PREDICTION = "prediction"
+
+REGIONS = tuple(f"region_{r}{c}" for r in range(4) for c in range(4))
+IMAGE_FEATURES = (
+    "ink_mean",
+    "ink_share",
+    "center_row",
+    "center_col",
+    "spread_row",
+    "spread_col",
+    "contrast",
+    *REGIONS,
+)
+
+
+class Profile:
+    """How one kind of model is monitored (subclasses: WineProfile, DigitsProfile)."""
+
+    kind: ClassVar[str]
+    numerical: ClassVar[tuple[str, ...]]
+    categorical: ClassVar[tuple[str, ...]] = ()
+    prediction: ClassVar[str]  # the column whose drift is the prediction drift
+    performance_metric: ClassVar[str]  # live, on labelled rows of a window
+    heldout_metric: ClassVar[str]  # the training run's figure it is compared with
+    drift_share: ClassVar[float]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column compared with the reference."""
+        return (*self.numerical, *self.categorical)
+
+    def rows(self, inputs: Any, predictions: list) -> pd.DataFrame:
+        """The monitored columns for one request's inputs and its answer's predictions."""
+        raise NotImplementedError
+
+    def reference(self, inputs: Any, predictions: Any, labels: Any) -> pd.DataFrame:
+        """The reference table of a version: what it was evaluated on, as monitored columns
+        plus the true label."""
+        frame = self.rows(inputs, list(predictions))
+        frame[LABEL] = np.asarray(labels)
+        return frame
+
+    def performance(self, labels: pd.Series, rows: pd.DataFrame) -> float:
+        """The live metric of `rows` (their predictions) against `labels`."""
+        raise NotImplementedError
+
+    def parse_request(self, body: str, content_type: str, schema: Any = None) -> Any:
+        """The inputs of a logged request body."""
+        raise NotImplementedError
+
+
+class WineProfile(Profile):
+    """The wine ElasticNet: 11 numeric features and a numeric prediction."""
+
+    kind = "wine"
+    numerical = (*WINE_FEATURES, PREDICTION)
+    prediction = PREDICTION
+    performance_metric = "rmse"
+    heldout_metric = "rmse"
+    drift_share = 0.4
+
+    def rows(self, inputs: Any, predictions: list) -> pd.DataFrame:
+        """Features by name (any column order, extra columns dropped) and the prediction."""
+        frame = pd.DataFrame(inputs).reset_index(drop=True)
+        frame = frame[list(WINE_FEATURES)].astype("float64")
+        frame[PREDICTION] = np.asarray(predictions, dtype="float64").reshape(-1)
+        return frame
+
+    def performance(self, labels: pd.Series, rows: pd.DataFrame) -> float:
+        """Root mean squared error."""
+        error = rows[PREDICTION].to_numpy() - labels.to_numpy(dtype="float64")
+        return float(np.sqrt(np.mean(error**2)))
+
+    def parse_request(self, body: str, content_type: str, schema: Any = None) -> pd.DataFrame:
+        """A DataFrame of any of MLflow's tabular forms (JSON or CSV)."""
+        from mlflow.pyfunc import scoring_server
+
+        from mlstack.serving import fastpath
+
+        if content_type.split(";")[0].strip() == "text/csv":
+            return scoring_server.parse_csv_input(body, schema)
+        payload = orjson.loads(body)
+        matrix = fastpath.parse(payload, WINE_FEATURES, (float,) * len(WINE_FEATURES))
+        if matrix is not None:
+            return pd.DataFrame(matrix, columns=list(WINE_FEATURES))
+        return scoring_server.infer_and_parse_data(payload, schema)
+
+
+def image_features(images: np.ndarray) -> pd.DataFrame:
+    """IMAGE_FEATURES of grayscale images (n, h, w) or (n, h, w, 1) with values in [0, 1].
+    Positions are in units of the image's size (0 = top/left edge, 1 = bottom/right); the
+    regions are a 4 x 4 grid of bands."""
+    pictures = np.asarray(images, dtype="float64")
+    if pictures.ndim == 4:
+        pictures = pictures[..., 0]
+    n, height, width = pictures.shape
+    ink = pictures.sum(axis=(1, 2)) + 1e-9
+    rows_at = (np.arange(height) / max(height - 1, 1))[None, :, None]
+    cols_at = (np.arange(width) / max(width - 1, 1))[None, None, :]
+    center_row = (pictures * rows_at).sum(axis=(1, 2)) / ink
+    center_col = (pictures * cols_at).sum(axis=(1, 2)) / ink
+    spread_row = np.sqrt((pictures * (rows_at - center_row[:, None, None]) ** 2).sum((1, 2)) / ink)
+    spread_col = np.sqrt((pictures * (cols_at - center_col[:, None, None]) ** 2).sum((1, 2)) / ink)
+    flat = pictures.reshape(n, -1)
+    columns = {
+        "ink_mean": flat.mean(axis=1),
+        "ink_share": (flat > 0.5).mean(axis=1),
+        "center_row": center_row,
+        "center_col": center_col,
+        "spread_row": spread_row,
+        "spread_col": spread_col,
+        "contrast": flat.max(axis=1) - flat.min(axis=1),
+    }
+    row_bands = np.array_split(np.arange(height), 4)
+    col_bands = np.array_split(np.arange(width), 4)
+    for r, rows in enumerate(row_bands):
+        for c, cols in enumerate(col_bands):
+            columns[f"region_{r}{c}"] = pictures[:, rows][:, :, cols].mean(axis=(1, 2))
+    return pd.DataFrame(columns)
+
+
+class DigitsProfile(Profile):
+    """The digits CNN: image statistics, the predicted class and the model's confidence."""
+
+    kind = "digits"
+    numerical = (*IMAGE_FEATURES, "confidence")
+    categorical = ("predicted_class",)
+    prediction = "predicted_class"
+    performance_metric = "accuracy"
+    heldout_metric = "test_accuracy"
+    drift_share = 0.3
+
+    def rows(self, inputs: Any, predictions: list) -> pd.DataFrame:
+        """Image statistics, the predicted class (as text: a category) and the confidence."""
+        frame = image_features(np.asarray(inputs))
+        probabilities = np.asarray(predictions, dtype="float64").reshape(len(frame), -1)
+        frame["confidence"] = probabilities.max(axis=1)
+        frame["predicted_class"] = probabilities.argmax(axis=1).astype(str)
+        return frame
+
+    def performance(self, labels: pd.Series, rows: pd.DataFrame) -> float:
+        """Accuracy: the share of rows whose predicted class is the label."""
+        truth = labels.astype("int64").astype(str).to_numpy()
+        return float(np.mean(rows["predicted_class"].to_numpy() == truth))
+
+    def parse_request(self, body: str, content_type: str, schema: Any = None) -> np.ndarray:
+        """The image tensor of an `inputs` or `instances` body."""
+        payload = orjson.loads(body)
+        tensor = payload.get("inputs", payload.get("instances"))
+        if tensor is None:
+            raise ValueError("a digits request carries its images under 'inputs' or 'instances'")
+        return np.asarray(tensor, dtype="float32")
+
+
+PROFILES: dict[str, Profile] = {p.kind: p for p in (WineProfile(), DigitsProfile())}
+
+
+@dataclass(frozen=True)
+class ParsedLog:
+    """The monitored rows of logged requests, with the request each row came from."""
+
+    rows: pd.DataFrame  # request_id, row, timestamp, model_version + the profile's columns
+    skipped: int  # requests that could not be read back (logged, but not parseable)
+
+
+def rows_from_log(log: pd.DataFrame, profile: Profile, schema: Any = None) -> ParsedLog:
+    """One row per predicted row of each logged request (request_id, its row index, time and
+    model version, then the monitored columns)."""
+    parts, skipped = [], 0
+    for record in log.itertuples(index=False):
+        try:
+            inputs = profile.parse_request(record.request, record.content_type, schema)
+            predictions = orjson.loads(record.response)["predictions"]
+            rows = profile.rows(inputs, predictions)
+        except Exception:  # a body this profile cannot read: counted, never fatal
+            skipped += 1
+            continue
+        rows.insert(0, "request_id", record.request_id)
+        rows.insert(1, "row", np.arange(len(rows)))
+        rows.insert(2, "timestamp", record.timestamp)
+        rows.insert(3, "model_version", str(record.model_version))
+        parts.append(rows)
+    empty = pd.DataFrame(columns=["request_id", "row", "timestamp", "model_version"])
+    frame = pd.concat(parts, ignore_index=True) if parts else empty
+    return ParsedLog(frame, skipped)
+
+
+def wine_label_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """A wine labels file may name its label `quality`, as the training data does."""
+    if LABEL not in frame and WINE_TARGET in frame:
+        return frame.rename(columns={WINE_TARGET: LABEL})
+    return frame

@@ -1,0 +1,75 @@
+"""Each model version's drift reference: what it was evaluated on (its held-out split, at most
+REFERENCE_ROWS rows), as the monitored columns, its predictions and the true labels. Logged
+with the training run, so any version can be monitored later without the original data."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlstack.errors import UsageError
+from mlstack.monitor.profiles import PROFILES, Profile
+
+ARTIFACT_DIR = "reference"
+TABLE = "reference.parquet"
+ABOUT = "profile.json"
+REFERENCE_ROWS = 5000
+KIND_TAG = "mlstack.model_kind"
+
+
+def log_reference(profile: Profile, frame: pd.DataFrame, heldout: float) -> None:
+    """Log `frame` (a profile's reference table) and what it is, to the active run."""
+    import mlflow
+
+    from mlstack.serving.predlog import write_parquet
+
+    sample = frame.sample(REFERENCE_ROWS, random_state=0) if len(frame) > REFERENCE_ROWS else frame
+    about = {"kind": profile.kind, "rows": len(sample), profile.heldout_metric: heldout}
+    with tempfile.TemporaryDirectory(prefix="mlstack-reference-") as tmp:
+        write_parquet(sample.reset_index(drop=True), Path(tmp) / TABLE)
+        (Path(tmp) / ABOUT).write_text(json.dumps(about, indent=2))
+        mlflow.log_artifacts(tmp, ARTIFACT_DIR)
+    mlflow.set_tag(KIND_TAG, profile.kind)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A version's reference table, its profile, and its held-out figure."""
+
+    frame: pd.DataFrame
+    profile: Profile
+    heldout: float | None
+    run_id: str
+
+
+def load_reference(client: Any, name: str, version: str) -> Reference:
+    """The reference of model `name` version `version`, or a UsageError saying how to get one."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mv = client.get_model_version(name, version)
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=ARTIFACT_DIR, tracking_uri=client.tracking_uri
+            )
+        )
+    except (MlflowException, OSError) as exc:
+        raise UsageError(
+            f"version {version} of {name} has no drift reference (its run {mv.run_id} was "
+            "trained before references were logged): train a new version with "
+            f"--register-as {name}, then monitor that"
+        ) from exc
+    about = json.loads((local / ABOUT).read_text())
+    profile = PROFILES[about["kind"]]
+    return Reference(
+        frame=pd.read_parquet(local / TABLE),
+        profile=profile,
+        heldout=about.get(profile.heldout_metric),
+        run_id=mv.run_id,
+    )

@@ -1,0 +1,153 @@
+"""`python -m mlstack.pipelines serve|run`: retraining deployments on a Prefect server.
+
+    python -m mlstack.pipelines serve --models wine,digits --every 5   # the runner: blocks
+    python -m mlstack.pipelines run wine                               # one run, now, waited on
+
+`serve` registers one deployment per model (`retrain/<model>`) scheduled every N minutes and
+runs what the server schedules; `run` asks the server for a run of a deployment and waits for
+it, then prints what the pipeline did. Both need a real Prefect server (`make pipelines-up`):
+Prefect's temporary server cannot schedule. The server is PREFECT_API_URL, else
+http://127.0.0.1:4200/api; --prefect-url overrides both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from mlstack import cli
+from mlstack.errors import UsageError
+
+PROG = "python -m mlstack.pipelines"
+DEFAULT_PREFECT_URL = "http://127.0.0.1:4200/api"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = cli.OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--prefect-url", help=f"Prefect API (default $PREFECT_API_URL or {DEFAULT_PREFECT_URL})"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="schedule and run the retraining deployments")
+    serve.add_argument("--models", default="wine", help="comma-separated (default wine)")
+    serve.add_argument("--every", type=float, default=5.0, help="minutes between runs (default 5)")
+    serve.add_argument("--last", type=int, default=1000, help="window: newest N predictions")
+    run = sub.add_parser("run", help="run one model's deployment now and wait for it")
+    run.add_argument("model", help="registered model name, e.g. wine")
+    run.add_argument("--last", type=int, default=1000, help="window: newest N predictions")
+    run.add_argument("--params", default="{}", help='training overrides, JSON: {"alpha": 0.1}')
+    run.add_argument("--data", help="training data instead of the champion's")
+    run.add_argument("--timeout", type=float, default=1800, help="seconds to wait (default 1800)")
+    args = p.parse_args(argv)
+    if args.command == "serve" and args.every <= 0:
+        p.error(f"--every {args.every}: give minutes > 0")
+    if args.command == "run":
+        try:
+            args.params = json.loads(args.params)
+        except json.JSONDecodeError:
+            p.error(f"--params {args.params!r} is not JSON; e.g. --params '{{\"alpha\": 0.1}}'")
+        if not isinstance(args.params, dict):
+            p.error("--params must be a JSON object")
+    return args
+
+
+def check_prefect(url: str) -> None:
+    """Fail in seconds, with the fix, when no Prefect server answers at `url`."""
+    import requests
+
+    fix = "start it with `make pipelines-up` (or set PREFECT_API_URL to a running one)"
+    try:
+        resp = requests.get(f"{url.rstrip('/')}/health", timeout=5)
+    except requests.RequestException as exc:
+        reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
+        raise UsageError(f"Prefect server {url} is not reachable ({reason}); {fix}") from exc
+    if resp.status_code != 200:
+        raise UsageError(f"Prefect server {url} answered /health with {resp.status_code}; {fix}")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Register the deployments and run what the server schedules (blocks until stopped)."""
+    from datetime import timedelta
+
+    from prefect import serve as prefect_serve
+
+    from mlstack.pipelines.flows import retrain
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    deployments = [
+        retrain.to_deployment(
+            name=model,
+            interval=timedelta(minutes=args.every),
+            parameters={"model": model, "last": args.last},
+        )
+        for model in models
+    ]
+    names = ", ".join(f"retrain/{model}" for model in models)
+    print(f"serving {names} every {args.every:g} min", flush=True)  # noqa: T201
+    prefect_serve(*deployments)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `retrain/<model>` through the server, wait, print the pipeline's line."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from mlstack.pipelines.flows import FLOW_NAME
+
+    name = f"{FLOW_NAME}/{args.model}"
+    parameters = {"model": args.model, "last": args.last, "params": args.params or None}
+    if args.data:
+        parameters["data"] = args.data
+    try:
+        flow_run = run_deployment(name, parameters=parameters, timeout=args.timeout)
+    except ObjectNotFound as exc:
+        raise UsageError(
+            f"no deployment {name} on the Prefect server: start the runner (make pipelines-up, "
+            f"or {PROG} serve --models {args.model})"
+        ) from exc
+    state = flow_run.state
+    if state is None or not state.is_final():
+        raise UsageError(
+            f"{name} run {flow_run.id} did not finish within {args.timeout:g} s (state "
+            f"{state.name if state else 'unknown'}): is a runner serving it?"
+        )
+    print(f"{name} run {flow_run.id}: {state.name}; {pipeline_line(str(flow_run.id))}")  # noqa: T201
+    return 0 if state.is_completed() else 1
+
+
+def pipeline_line(flow_run_id: str) -> str:
+    """What the pipeline run of a Prefect flow run recorded (its decision), from MLflow."""
+    import mlflow
+
+    from mlstack.settings import get_settings
+    from mlstack.tracking import configure_tracking
+
+    configure_tracking(get_settings())
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`mlstack.prefect_flow_run_id` = '{flow_run_id}'",
+        output_format="list",
+    )
+    if not runs:
+        return "no pipeline run was recorded"
+    tags = runs[0].data.tags
+    return f"{tags.get('mlstack.decision', '')} (pipeline run {runs[0].info.run_id})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    cli.quiet_third_party_logs()
+    args = parse_args(argv)
+    url = args.prefect_url or os.environ.get("PREFECT_API_URL") or DEFAULT_PREFECT_URL
+    os.environ["PREFECT_API_URL"] = url  # read by Prefect when it is imported
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    check_prefect(url)
+    return serve(args) if args.command == "serve" else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_cli(PROG, main))

@@ -1,0 +1,172 @@
+"""Send simulated traffic to a running model server, in-distribution first, then shifted, so a
+person can watch the monitoring loop work (`python -m mlstack.simulate`).
+
+    python -m mlstack.simulate --kind wine --clean 200 --shifted 200 --labels-out labels.csv
+
+Wine rows are drawn (seeded) from the wine data; shifted ones are the same kind of rows moved
+to a warmer region (mlstack.shifts.warm_region). Digits are the held-out images of the default
+training split (scikit-learn's 8x8 set, seed 42); shifted ones are redrawn in a new hand
+(mlstack.shifts.new_handwriting). `--labels-out` writes each answered request's id with its
+true label, the feedback a retraining needs (python -m mlstack.pipelines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlstack import cli
+from mlstack.errors import UsageError
+
+PROG = "python -m mlstack.simulate"
+KINDS = ("wine", "digits")
+DIGITS_SPLIT = {"test_size": 0.2, "seed": 42}  # the digits training defaults
+
+
+@dataclass
+class Traffic:
+    """What was sent and what came back."""
+
+    sent: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    labels: list[dict] = field(default_factory=list)
+
+    @property
+    def failures(self) -> int:
+        """Requests not answered 200."""
+        return sum(self.failed.values())
+
+
+def wine_rows(data: str | None, n: int, seed: int, shifted: bool) -> pd.DataFrame:
+    """`n` wine rows (features and quality), drawn with replacement; shifted if asked."""
+    from mlstack.data import load_wine
+    from mlstack.settings import get_settings
+    from mlstack.shifts import warm_region
+
+    wine = load_wine(data, get_settings())
+    rows = wine.frame.sample(n, replace=True, random_state=seed).reset_index(drop=True)
+    return warm_region(rows) if shifted else rows
+
+
+def digit_images(n: int, seed: int, shifted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`n` held-out digit images (n, 8, 8, 1) and their labels; redrawn in a new hand if asked."""
+    from mlstack.data import load_digits_data
+    from mlstack.shifts import new_handwriting
+
+    held_out = load_digits_data(None, **DIGITS_SPLIT)
+    pick = np.random.default_rng(seed).integers(0, len(held_out.x_test), n)
+    images, labels = held_out.x_test[pick], held_out.y_test[pick]
+    return (new_handwriting(images, seed) if shifted else images), labels
+
+
+def requests_for(
+    kind: str, n: int, *, seed: int, shifted: bool, batch: int, data: str | None = None
+) -> Iterator[tuple[dict, list]]:
+    """(JSON body, true labels of its rows) for `n` rows in requests of `batch` rows."""
+    from mlstack.data import WINE_FEATURES, WINE_TARGET
+
+    if kind == "wine":
+        rows = wine_rows(data, n, seed, shifted)
+        features = list(WINE_FEATURES)
+        for start in range(0, n, batch):
+            part = rows.iloc[start : start + batch]
+            split = {"columns": features, "data": part[features].to_numpy().tolist()}
+            yield {"dataframe_split": split}, part[WINE_TARGET].tolist()
+    else:
+        images, labels = digit_images(n, seed, shifted)
+        for start in range(0, n, batch):
+            part = slice(start, start + batch)
+            yield {"inputs": images[part].tolist()}, labels[part].tolist()
+
+
+def send(
+    url: str, kind: str, n: int, *, phase: str, traffic: Traffic, seed: int, batch: int, data=None
+) -> None:
+    """Send `n` rows of `phase` ("clean" or "shifted") to `url`/invocations, recording answers."""
+    import requests
+
+    shifted = phase == "shifted"
+    with requests.Session() as session:
+        for body, labels in requests_for(
+            kind, n, seed=seed, shifted=shifted, batch=batch, data=data
+        ):
+            traffic.sent += 1
+            try:
+                answer = session.post(f"{url}/invocations", json=body, timeout=60)
+            except requests.RequestException as exc:
+                traffic.failed[type(exc).__name__] += 1
+                continue
+            if answer.status_code != 200:
+                traffic.failed[str(answer.status_code)] += 1
+                continue
+            request_id = answer.headers.get("X-Request-Id", "")
+            for row, label in enumerate(labels):
+                traffic.labels.append(
+                    {"request_id": request_id, "row": row, "label": label, "phase": phase}
+                )
+
+
+def model_version(url: str) -> str:
+    """The version the server answers with now (or '?' when it does not say)."""
+    import requests
+
+    try:
+        return str(requests.get(f"{url}/version", timeout=10).json().get("version"))
+    except (requests.RequestException, ValueError):
+        return "?"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = cli.OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--server-url", default="http://127.0.0.1:8080", help="our model server")
+    p.add_argument("--kind", choices=KINDS, default="wine", help="what the server serves")
+    p.add_argument("--clean", type=int, default=200, help="in-distribution rows (default 200)")
+    p.add_argument("--shifted", type=int, default=200, help="shifted rows after (default 200)")
+    p.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="which rows; the same seed, the same")
+    p.add_argument("--data", help="wine CSV (default: as train.py: $MLSTACK_WINE_DATA or UCI)")
+    p.add_argument("--labels-out", type=Path, help="write request_id,row,label,phase here")
+    args = p.parse_args(argv)
+    if args.clean < 0 or args.shifted < 0 or args.batch < 1 or args.clean + args.shifted == 0:
+        p.error("--clean and --shifted must be >= 0 (not both 0) and --batch >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: send both phases, say what happened, write the labels."""
+    cli.quiet_third_party_logs()
+    args = parse_args(argv)
+    url = args.server_url.rstrip("/")
+    before = model_version(url)
+    if before == "?":
+        raise UsageError(f"no model server answers at {url}; start one (make serve) or fix it")
+    traffic = Traffic()
+    for phase, n in (("clean", args.clean), ("shifted", args.shifted)):
+        if n:
+            print(f"sending {n} {phase} {args.kind} rows to {url} ...", flush=True)  # noqa: T201
+            send(url, args.kind, n, phase=phase, traffic=traffic, seed=args.seed,
+                 batch=args.batch, data=args.data)  # fmt: skip
+    if args.labels_out:
+        pd.DataFrame(traffic.labels).to_csv(args.labels_out, index=False)
+    after = model_version(url)
+    failed = ", ".join(f"{n} x {why}" for why, n in traffic.failed.items()) or "none"
+    print(  # noqa: T201
+        f"sent {traffic.sent} requests ({args.clean} clean, {args.shifted} shifted rows); "
+        f"failed: {failed}; served by version {before}"
+        + (f" then {after}" if after != before else "")
+        + (f"; labels in {args.labels_out}" if args.labels_out else "")
+    )
+    return 1 if traffic.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_cli(PROG, main))
