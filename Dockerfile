@@ -7,8 +7,11 @@
 #   serve (TF)     mlstack-serve-tf               ... with TensorFlow, for digits  make serve-image TF=1
 #   train          mlstack-train                  MLproject's docker_env image     make image
 #   dev            mlstack-dev                    train + SSH (key only), Jupyter  make dev-image
+#   pipelines      mlstack-pipelines              train + Prefect: server and runner  compose
 #
-# Stages: base -> mlflow-server; base -> core -> serve; core -> tensorflow -> train -> dev.
+# Stages: base -> mlflow-server; base -> core -> serve; core -> tensorflow -> train -> dev,
+# train -> pipelines. (Docker's classic builder builds every stage above a target, so the
+# targets few need come last.)
 # `serve` sits on `core` unless --build-arg SERVE_DEPS=tensorflow puts it on `tensorflow`, so
 # both serving images are one set of instructions. Dependency layers come before code layers:
 # an edit rebuilds only the code layer (about a second).
@@ -30,8 +33,8 @@ FROM base AS mlflow-server
 RUN python /opt/mlstack-build/install.py tracking-server --slim-mlflow \
         --warm "mlflow.server mlflow.server.handlers mlflow.server.fastapi_app psycopg2 boto3 mlflow.store.tracking.sqlalchemy_store mlflow.store.artifact.s3_artifact_repo" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin mlflow
-# compose's one-shot bucket job runs this image too.
-COPY docker/create_bucket.py /opt/stack/create_bucket.py
+# compose's one-shot jobs (the bucket, Prefect's database) run this image too.
+COPY docker/create_bucket.py docker/create_database.py /opt/stack/
 USER 10001
 WORKDIR /home/mlflow
 EXPOSE 5000
@@ -109,3 +112,14 @@ VOLUME ["/etc/ssh/host-keys"]
 EXPOSE 22 8888
 ENTRYPOINT ["python", "-m", "mlstack.devcontainer"]
 CMD []
+
+
+# The Prefect server and the retraining runner (compose profile pipelines): what training
+# needs, plus Prefect.
+FROM train AS pipelines
+USER 0
+RUN python /opt/mlstack-build/install.py pipelines --warm "prefect prefect.server.api.server" \
+    && mkdir -p /var/lib/mlstack/labels && chown 1000:1000 /var/lib/mlstack/labels
+USER 1000
+EXPOSE 4200
+CMD ["python", "-m", "mlstack.pipelines", "serve"]

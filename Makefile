@@ -30,7 +30,8 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
-	stack-up stack-down stack-status env bench-tracking bench-serving bench-images image \
+	stack-up stack-down stack-status pipelines-up monitor simulate env bench-tracking \
+	bench-monitoring bench-serving bench-images image \
 	dev-image serve-image run serve test-quick
 
 ## Show this help
@@ -83,6 +84,18 @@ env:
 stack-up: $(STAMP)
 	$(PY) -m mlstack.stack up $(STACK_ARGS)
 
+## Start the native stack with the Prefect server and the retraining runner (STACK_ARGS=...)
+pipelines-up: $(STAMP)
+	$(PY) -m mlstack.stack up --pipelines $(STACK_ARGS)
+
+## Check the champion's prediction log for drift now (MODEL=wine, ARGS="--last 500 ...")
+monitor: $(STAMP)
+	$(PY) -m mlstack.monitor --model "$(or $(MODEL),wine)" $(ARGS)
+
+## Send clean, then shifted traffic to the server on :8080 (ARGS="--kind digits ...")
+simulate: $(STAMP)
+	$(PY) -m mlstack.simulate $(ARGS)
+
 ## Stop the native stack (data is kept; STACK_ARGS=--purge deletes it)
 stack-down: $(STAMP)
 	$(PY) -m mlstack.stack down $(STACK_ARGS)
@@ -98,6 +111,10 @@ bench-tracking: $(STAMP)
 ## Benchmark our model server against `mlflow models serve` (needs wrk; WORKERS=2 for two each)
 bench-serving: $(STAMP)
 	$(PY) -m benchmarks.serving --workers $(or $(WORKERS),1)
+
+## Time monitoring windows (1k-100k wine rows, 1k digits) end to end, with peak memory
+bench-monitoring: $(STAMP)
+	$(PY) -m benchmarks.monitoring
 
 ## Build every image and print their sizes against the goals and build-docker's (needs Docker)
 bench-images: $(STAMP)

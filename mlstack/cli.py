@@ -35,7 +35,7 @@ def quiet_third_party_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3", "absl", "matplotlib"):
+    for noisy in ("mlflow", "alembic", "urllib3", "absl", "matplotlib", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

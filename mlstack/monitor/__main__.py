@@ -29,9 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--last", type=int, help=f"window: the newest N predictions (default {DEFAULT_LAST})"
     )
     p.add_argument(
-        "--labels",
-        type=Path,
-        help="CSV/Parquet of request_id, label (or quality) [, row]: live performance too",
+        "--labels", help="CSV/Parquet of request_id, label (or quality) [, row]: live performance"
     )
     p.add_argument(
         "--exit-zero",
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         log=args.log or None,
         since=parse_since(args.since) if args.since else None,
         last=args.last,
-        labels=args.labels if args.labels and str(args.labels) else None,
+        labels=Path(args.labels) if args.labels else None,  # MLproject passes '' for none
         tags={"entry_point": "monitor"},
     )
     print(result.line())  # noqa: T201 (the CLI's own output)

@@ -169,8 +169,6 @@ def run_pipeline(
     settings = settings or get_settings()
     tracking.configure_tracking(settings)
     client = mlflow.MlflowClient()
-    champion = champion_run(client, model)
-    kind = champion.data.tags[KIND_TAG]
     labels_dir = labels_dir or settings.labels_path
     experiment_id = tracking.experiment_id_for(f"{model}-pipelines", settings, client)
     run = client.create_run(
@@ -182,6 +180,14 @@ def run_pipeline(
     links = {"mlstack.pipeline_run_id": result.run_id}
     status = "FAILED"
     try:
+        try:
+            champion = champion_run(client, model)
+        except UsageError as exc:  # nothing to retrain yet: say so, and wait for the next run
+            result.decision = f"skipped: {exc}"
+            _record(client, result)
+            status = "FINISHED"
+            return result
+        kind = champion.data.tags[KIND_TAG]
         checked = step("monitor", monitor_step, model, last, links, settings)
         if isinstance(checked, UsageError):
             result.monitoring = f"not monitored: {checked}"

@@ -25,6 +25,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bucket", help="artifact bucket (default mlflow)")
     p.add_argument("--workers", type=int, help="MLflow server workers (default 1)")
     p.add_argument(
+        "--pipelines",
+        action="store_const",
+        const=True,
+        help="also the Prefect server and the retraining runner (make pipelines-up)",
+    )
+    p.add_argument("--prefect-port", type=int, help="Prefect server port (default 4200)")
+    p.add_argument("--retrain-models", help="models the runner retrains (default wine)")
+    p.add_argument("--retrain-every", type=float, help="minutes between retraining runs (5)")
+    p.add_argument(
         "--timeout", type=float, help="seconds to wait for each service, this command (default 90)"
     )
     p.add_argument("--purge", action="store_true", help="with down: delete all data and state")
@@ -41,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_port=args.mlflow_port,
         bucket=args.bucket,
         workers=args.workers,
+        pipelines=args.pipelines,
+        prefect_port=args.prefect_port,
+        retrain_models=args.retrain_models,
+        retrain_every_min=args.retrain_every,
         timeout_s=args.timeout,
     )
     stack = NativeStack(config)
@@ -50,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.up(echo=say)
             say(f"tracking server: {config.tracking_uri} (UI and API); for clients:")
             say(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
+            if config.pipelines:
+                say(f"Prefect UI: {config.prefect_api_url.removesuffix('/api')}; retraining "
+                    f"{config.retrain_models} every {config.retrain_every_min:g} min; label "
+                    f"files go into {config.labels_dir}/<model>/")  # fmt: skip
+                say(f"export PREFECT_API_URL={config.prefect_api_url}")
         elif args.command == "down":
             stack.down(purge=args.purge, echo=say)
         elif args.command == "status":

@@ -34,6 +34,12 @@ class StackConfig:
     # One worker: uvicorn's --workers N>1 loses TCP_NODELAY (uvicorn issue #3149), which
     # adds ~40 ms to every kept-alive client request; one async worker measured 2.5-12 ms.
     workers: int = 1
+    # --pipelines: the Prefect server (database `prefect` in the same PostgreSQL) and the
+    # retraining runner, which serves `retrain/<model>` for each of retrain_models.
+    pipelines: bool = False
+    prefect_port: int = 4200
+    retrain_models: str = "wine"
+    retrain_every_min: float = 5.0
     timeout_s: float = 90.0
 
     @property
@@ -45,6 +51,16 @@ class StackConfig:
     def s3_endpoint(self) -> str:
         """The S3 gateway URL (server side only; clients never need it)."""
         return f"http://{HOST}:{self.s3_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        """What the runner and `python -m mlstack.pipelines` export as PREFECT_API_URL."""
+        return f"http://{HOST}:{self.prefect_port}/api"
+
+    @property
+    def labels_dir(self) -> Path:
+        """Where label files for the runner's retraining go (<labels_dir>/<model>/*.csv)."""
+        return self.state_dir / "labels"
 
     @property
     def logs(self) -> Path:
@@ -75,15 +91,17 @@ class Credentials:
     db_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     s3_access_key: str = field(default_factory=lambda: "mlstack" + secrets.token_hex(6))
     s3_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    prefect_db_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def load_or_create(cls, state_dir: Path) -> Credentials:
-        """Read `<state_dir>/credentials.json`, creating it with fresh secrets the first time."""
+        """Read `<state_dir>/credentials.json`, creating it with fresh secrets the first time
+        (and adding, once, a secret a newer version needs: the file keeps every value)."""
         path = state_dir / "credentials.json"
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
-        creds = cls()
-        write_private(path, json.dumps(asdict(creds), indent=2))
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        creds = cls(**saved)
+        if asdict(creds) != saved:
+            write_private(path, json.dumps(asdict(creds), indent=2))
         return creds
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlstack.stack.config import HOST, Credentials, StackConfig, StackError
 from mlstack.stack.mlflow_server import MlflowServer
+from mlstack.stack.pipelines import PrefectServer, RetrainRunner
 from mlstack.stack.postgres import Postgres
 from mlstack.stack.processes import ProcessTable, port_free
 from mlstack.stack.s3 import SeaweedS3
@@ -33,10 +34,14 @@ class NativeStack:
         self.postgres = Postgres(config, self.pids)
         self.s3 = SeaweedS3(config, self.pids)
         self.mlflow = MlflowServer(config, self.pids, self.postgres, self.s3)
+        started: list[Service] = [self.postgres, self.s3, self.mlflow]
+        if config.pipelines:
+            started += [
+                PrefectServer(config, self.pids, self.postgres),
+                RetrainRunner(config, self.pids),
+            ]
         # Start order; stopped in reverse.
-        self.services: dict[str, Service] = {
-            s.name: s for s in (self.postgres, self.s3, self.mlflow)
-        }
+        self.services: dict[str, Service] = {s.name: s for s in started}
 
     @property
     def creds(self) -> Credentials:

@@ -189,23 +189,28 @@ class Postgres(Service):
 
     def ensure_database(self) -> None:
         """Create the mlflow role and database if missing, then log in as that role."""
+        self.ensure_role_database(DB_USER, self.creds.db_password, DB_NAME, "db_password")
+
+    def ensure_role_database(self, role: str, password: str, database: str, key: str) -> None:
+        """Create `role` (LOGIN, `password`) and its `database` if missing, then log in as it;
+        `key` names the password in credentials.json for the error that says it is wrong."""
         import psycopg2
 
         conn = self.connect(PG_SUPERUSER, self.creds.pg_superuser_password, "postgres")
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction (nor `with conn`)
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,))
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
             if cur.fetchone() is None:
-                cur.execute(f"CREATE ROLE {DB_USER} LOGIN PASSWORD %s", (self.creds.db_password,))
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+                cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD %s", (password,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cur.fetchone() is None:
-                cur.execute(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
+                cur.execute(f"CREATE DATABASE {database} OWNER {role}")
         conn.close()
         try:
-            self.connect(DB_USER, self.creds.db_password, DB_NAME).close()
+            self.connect(role, password, database).close()
         except psycopg2.OperationalError as exc:
             raise StackError(
-                f"PostgreSQL refused user '{DB_USER}' ({str(exc).strip().splitlines()[0]}); "
-                f"db_password in {self.config.state_dir / 'credentials.json'} does not match "
+                f"PostgreSQL refused user '{role}' ({str(exc).strip().splitlines()[0]}); "
+                f"{key} in {self.config.state_dir / 'credentials.json'} does not match "
                 "the database: restore it, or start afresh with `down --purge`"
             ) from exc

@@ -15,7 +15,7 @@ from mlstack.settings import Settings
 from mlstack.tracking import configure_tracking, ensure_experiment
 from tests.helpers import PROJ_ROOT, run_entry
 
-ENTRY_POINTS = {"main", "digits", "promote"}
+ENTRY_POINTS = {"main", "digits", "monitor", "promote"}
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,14 @@ def test_mlflow_loads_the_project(project) -> None:
 
 @pytest.mark.slow
 def test_every_flag_in_a_command_exists_on_its_script(project, tmp_path) -> None:
-    for name in ("main", "digits"):
+    for name in ("main", "digits", "monitor"):
         entry = project.get_entry_point(name)
         params = {k: "x" for k, p in entry.parameters.items() if p.default is None}
         argv = shlex.split(entry.compute_command(params, str(tmp_path)))
-        script_help = run_entry([argv[1], "--help"], env=None, timeout=120).stdout
+        script = argv[1:3] if argv[1] == "-m" else argv[1:2]  # python -m MODULE, or a file
+        script_help = run_entry([*script, "--help"], env=None, timeout=120).stdout
         for flag in (a for a in argv if a.startswith("--")):
-            assert flag in script_help, f"{name}: {flag} not accepted by {argv[1]}"
+            assert flag in script_help, f"{name}: {flag} not accepted by {' '.join(script)}"
 
 
 def test_conda_yaml_installs_the_project_so_pins_come_from_pyproject() -> None:

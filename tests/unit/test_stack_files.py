@@ -72,7 +72,13 @@ def test_compose_renders_with_loopback_ports_and_health_gates(env_file: Path) ->
 
 @pytest.mark.parametrize(
     ("profile", "service"),
-    [("auth", "mlflow-auth"), ("minio", "minio"), ("dev", "dev"), ("serve", "serve")],
+    [
+        ("auth", "mlflow-auth"),
+        ("minio", "minio"),
+        ("dev", "dev"),
+        ("serve", "serve"),
+        ("pipelines", "prefect"),
+    ],
 )
 def test_optional_profiles_render(env_file: Path, profile: str, service: str) -> None:
     proc = _compose_config(env_file, "--profile", profile)
@@ -80,14 +86,17 @@ def test_optional_profiles_render(env_file: Path, profile: str, service: str) ->
     assert service in json.loads(proc.stdout)["services"]
 
 
-def test_every_image_is_a_target_of_the_one_dockerfile(env_file: Path) -> None:
+def test_every_profile_builds_from_the_one_dockerfile_on_loopback(env_file: Path) -> None:
     targets = re.findall(r"^FROM \S+ AS (\S+)$", (PROJ_ROOT / "Dockerfile").read_text(), re.M)
-    profiles = [a for p in ("auth", "dev", "serve") for a in ("--profile", p)]
+    profiles = [a for p in ("auth", "dev", "serve", "pipelines") for a in ("--profile", p)]
     proc = _compose_config(env_file, *profiles)
     assert proc.returncode == 0, proc.stderr
     services = json.loads(proc.stdout)["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes on {port['host_ip']}"
     built = {name: s["build"] for name, s in services.items() if "build" in s}
-    assert set(built) == {"create-bucket", "mlflow", "mlflow-auth", "dev", "serve"}
+    assert set(built) == {"create-bucket", "mlflow", "mlflow-auth", "dev", "serve", "prefect"}
     for name, build in built.items():
         assert build.get("dockerfile", "Dockerfile") == "Dockerfile", name
         assert build["target"] in targets, name
