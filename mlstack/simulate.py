@@ -114,6 +114,65 @@ def send(
                 )
 
 
+def log_offline(
+    model_uri: str,
+    kind: str,
+    n: int,
+    directory: Path,
+    *,
+    shifted: bool = False,
+    seed: int = 0,
+    data: str | None = None,
+) -> pd.DataFrame:
+    """Score `n` simulated single-row requests with the model in this process and write them
+    as the server's prediction log would (Parquet in `directory`): for notebooks, tests and
+    benchmarks that need a log without running a server. MLflow must point at the model's
+    store already (tracking.configure_tracking).
+
+    Returns:
+        The labels of what was logged: request_id, row (0) and label (the true value).
+    """
+    import time
+    import uuid
+
+    import mlflow
+    import orjson
+
+    from mlstack.serving.model import MODEL_URI, resolve_version
+    from mlstack.serving.predlog import DirectorySink, Record, frame_of
+
+    bodies = list(requests_for(kind, n, seed=seed, shifted=shifted, batch=1, data=data))
+    model = mlflow.pyfunc.load_model(model_uri)
+    if kind == "wine":
+        split = [body["dataframe_split"] for body, _ in bodies]
+        inputs = pd.DataFrame([s["data"][0] for s in split], columns=split[0]["columns"])
+    else:
+        inputs = np.asarray([body["inputs"][0] for body, _ in bodies], dtype="float32")
+    predictions = np.asarray(model.predict(inputs)).tolist()
+    match = MODEL_URI.match(model_uri)
+    version = resolve_version(model_uri, mlflow.MlflowClient()) if match else None
+    now = time.time()
+    records = [
+        Record(
+            request_id=uuid.uuid4().hex,
+            timestamp=now + i * 1e-3,
+            model_name=match["name"] if match else None,
+            model_version=version,
+            run_id=model.metadata.run_id,
+            content_type="application/json",
+            request=orjson.dumps(body).decode(),
+            response=orjson.dumps({"predictions": [predictions[i]]}).decode(),
+            rows=1,
+        )
+        for i, (body, _) in enumerate(bodies)
+    ]
+    sink = DirectorySink(directory)
+    sink.open()
+    sink.write(f"predictions-offline-{uuid.uuid4().hex[:8]}", frame_of(records))
+    labels = [label for _, (label,) in bodies]
+    return pd.DataFrame({"request_id": [r.request_id for r in records], "row": 0, "label": labels})
+
+
 def model_version(url: str) -> str:
     """The version the server answers with now (or '?' when it does not say)."""
     import requests

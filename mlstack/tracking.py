@@ -97,6 +97,9 @@ def configure_tracking(settings: Settings) -> str:
     Returns:
         The tracking URI in use.
     """
+    # Our commands print one line with the run's link; MLflow's own "View run" line on stdout
+    # would make that two (it prints it for server URIs).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if settings.uses_embedded_store:
         settings.store_dir.mkdir(parents=True, exist_ok=True)
         uri = settings.embedded_tracking_uri

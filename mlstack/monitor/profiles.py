@@ -16,6 +16,7 @@ shifted windows reached (mlstack.shifts), lie on either side of it.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -107,7 +108,7 @@ class WineProfile(Profile):
         from mlstack.serving import fastpath
 
         if content_type.split(";")[0].strip() == "text/csv":
-            return scoring_server.parse_csv_input(body, schema)
+            return scoring_server.parse_csv_input(io.StringIO(body), schema)  # a stream, not a path
         payload = orjson.loads(body)
         matrix = fastpath.parse(payload, WINE_FEATURES, (float,) * len(WINE_FEATURES))
         if matrix is not None:

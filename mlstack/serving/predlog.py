@@ -75,6 +75,13 @@ class Sink(Protocol):
         """Store one batch as `name`.parquet, whole or not at all."""
 
 
+def frame_of(records: list[Record]) -> pd.DataFrame:
+    """Records as the table a log file holds."""
+    import pandas as pd
+
+    return pd.DataFrame([asdict(r) for r in records], columns=list(SCHEMA_FIELDS))
+
+
 class DirectorySink:
     """Parquet files in a local directory (or a mounted volume)."""
 
@@ -249,9 +256,7 @@ class PredictionLog:
                 return
 
     def _frame(self, batch: list[Record]) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame([asdict(r) for r in batch], columns=list(SCHEMA_FIELDS))
+        return frame_of(batch)
 
     def _name(self) -> str:
         self._seq += 1

@@ -24,6 +24,7 @@ DEV_IMAGE = "mlstack-dev"
 SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
 SERVE_IMAGE = "mlstack-serve-core"  # compose's name with SERVE_DEPS=core (the default)
 SERVE_TF_IMAGE = "mlstack-serve-tensorflow"
+PIPELINES_IMAGE = "mlstack-pipelines"
 
 
 def source_commit() -> tuple[str, str]:
@@ -97,6 +98,12 @@ def serve_image(train_image: str) -> str:
 def serve_tf_image(train_image: str) -> str:
     """Our model server image with TensorFlow (compose with SERVE_DEPS=tensorflow)."""
     return build(SERVE_TF_IMAGE, "--target", "serve", "--build-arg", "SERVE_DEPS=tensorflow")
+
+
+@pytest.fixture(scope="session")
+def pipelines_image(train_image: str) -> str:
+    """The Prefect server and runner image of compose's pipelines profile."""
+    return build(PIPELINES_IMAGE, "--target", "pipelines")
 
 
 @pytest.fixture(scope="session")

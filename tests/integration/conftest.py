@@ -19,9 +19,11 @@ from mlstack.stack import NativeStack, StackConfig, StackError, find_free_ports
 from tests.helpers import SHARED_WINE_CSV
 
 
-def start_stack(state_dir: Path) -> NativeStack:
-    """Start a stack in `state_dir`, or skip/fail (CI) with the reason."""
-    stack = NativeStack(StackConfig(state_dir=state_dir, **find_free_ports(), timeout_s=120))
+def start_stack(state_dir: Path, **config: object) -> NativeStack:
+    """Start a stack in `state_dir` (StackConfig `config` on top of free ports), or skip/fail
+    (CI) with the reason."""
+    settings = {**find_free_ports(), "timeout_s": 120, **config}
+    stack = NativeStack(StackConfig(state_dir=state_dir, **settings))
     try:
         stack.up()
     except StackError as exc:
@@ -40,9 +42,9 @@ def stack_state_dir() -> Path:
 
 
 @contextmanager
-def running_stack() -> Iterator[NativeStack]:
+def running_stack(**config: object) -> Iterator[NativeStack]:
     """A started stack in a fresh state directory; stopped and purged afterwards."""
-    stack = start_stack(stack_state_dir())
+    stack = start_stack(stack_state_dir(), **config)
     try:
         yield stack
     finally:

@@ -49,6 +49,9 @@ def test_notebook_executes_on_a_temporary_store(
     assert f"tracking to: {settings.embedded_tracking_uri}" in text
     assert "champion is version" in text
     assert "curl -s http://127.0.0.1:5001/invocations" in text
+    assert "clean   window: drift no" in text and "shifted window: drift yes" in text
     client = store_client(settings)
     assert len(client.search_model_versions("name='wine'")) == 3
     assert client.get_model_version_by_alias("wine", "champion") is not None
+    monitoring = client.get_experiment_by_name("wine-monitoring")
+    assert len(client.search_runs([monitoring.experiment_id])) == 4

@@ -1,0 +1,223 @@
+"""The MLOps loop on real services: a native stack with the Prefect server and the retraining
+runner (`up --pipelines`), our server following the champion alias and logging predictions
+to MLflow, simulated traffic, the monitor, labels, and the retraining flow run through Prefect.
+
+Clean traffic is no drift; shifted traffic is drift; the flow retrains on the labelled rows and
+the new version becomes champion only if it wins on the held-out split; the server then
+answers with it, and no request fails on the way. A worse retrain stays challenger. The
+runner's schedule fires by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlstack.stack import NativeStack, free_port
+from tests.helpers import (
+    SHARED_WINE_CSV,
+    http_server,
+    make_wine_frame,
+    run_entry,
+    wait_for,
+    write_uci_csv,
+)
+from tests.integration.conftest import client_env, running_stack
+
+WINE, DIGITS = "loop-wine", "loop-digits"
+SCHEDULED = "sched-wine"
+
+
+@pytest.fixture(scope="module")
+def loop_stack() -> Iterator[NativeStack]:
+    """A stack of this module's own, with Prefect and a runner for both loop models (hourly:
+    these tests run the flows on demand)."""
+    with running_stack(pipelines=True, retrain_models=f"{WINE},{DIGITS}",
+                       retrain_every_min=60) as stack:  # fmt: skip
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def wine_data(tmp_path_factory) -> Path:
+    """The team's wine CSV, else a generated one of the same size."""
+    if SHARED_WINE_CSV.exists():
+        return SHARED_WINE_CSV
+    return write_uci_csv(make_wine_frame(1600, seed=5), tmp_path_factory.mktemp("d") / "w.csv")
+
+
+@pytest.fixture
+def env(loop_stack: NativeStack, tmp_path: Path, wine_data: Path) -> dict[str, str]:
+    """A user's shell: the tracking server, the Prefect server, the wine data."""
+    return client_env(loop_stack.config.tracking_uri, tmp_path, wine_data) | {
+        "MLSTACK_WINE_DATA": str(wine_data),
+        "PREFECT_API_URL": loop_stack.config.prefect_api_url,
+    }
+
+
+def _serving(env: dict[str, str], model: str):
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlstack.serving", "--model-uri", f"models:/{model}@champion",
+           "--port", str(port), "--follow-alias", "1", "--log-predictions", "mlflow",
+           "--log-flush-s", "1"]  # fmt: skip
+    return http_server(cmd, env, port, f"our server for {model}")
+
+
+class Client(threading.Thread):
+    """Requests all the way through the loop, a few a second: every status is kept."""
+
+    def __init__(self, url: str, body: dict) -> None:
+        super().__init__(daemon=True)
+        self.url, self.body = url, body
+        self.statuses: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with requests.Session() as session:
+            while not self.done.is_set():
+                try:
+                    status = session.post(f"{self.url}/invocations", json=self.body, timeout=30)
+                    self.statuses.append(status.status_code)
+                except requests.RequestException:
+                    self.statuses.append(0)
+                time.sleep(0.2)
+
+
+def _ok(proc, *codes: int) -> str:
+    assert proc.returncode in (codes or (0,)), proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _simulate(env, url, kind, *, clean=0, shifted=0, seed=0, labels: Path | None = None) -> None:
+    args = ["-m", "mlstack.simulate", "--server-url", url, "--kind", kind, "--clean", str(clean),
+            "--shifted", str(shifted), "--seed", str(seed)]  # fmt: skip
+    if kind == "wine":
+        args += ["--data", env["MLSTACK_WINE_DATA"]]
+    if labels is not None:
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        args += ["--labels-out", str(labels)]
+    out = _ok(run_entry(args, env, timeout=600))
+    assert "failed: none" in out, out
+
+
+def _monitor(env, model: str, last: int) -> tuple[int, str]:
+    time.sleep(2.5)  # the server writes its log every second
+    proc = run_entry(["-m", "mlstack.monitor", "--model", model, "--last", str(last)], env)
+    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    return proc.returncode, proc.stdout
+
+
+def _version(url: str) -> str:
+    return str(requests.get(f"{url}/version", timeout=10).json()["version"])
+
+
+def test_wine_loop_drift_retrain_promote_and_serve(loop_stack: NativeStack, env) -> None:
+    labels = loop_stack.config.labels_dir / WINE
+    _ok(run_entry(["train.py", "--register-as", WINE], env))
+    with _serving(env, WINE) as url:
+        row = {"dataframe_records": [{"fixed acidity": 7.4, "volatile acidity": 0.7,
+               "citric acid": 0.0, "residual sugar": 1.9, "chlorides": 0.076,
+               "free sulfur dioxide": 11.0, "total sulfur dioxide": 34.0, "density": 0.9978,
+               "pH": 3.51, "sulphates": 0.56, "alcohol": 9.4}]}  # fmt: skip
+        client = Client(url, row)
+        client.start()
+        try:
+            _simulate(env, url, "wine", clean=300)
+            code, line = _monitor(env, WINE, last=300)
+            assert code == 0 and line.startswith("drift: no"), line
+            _simulate(env, url, "wine", shifted=500, seed=1, labels=labels / "shifted.csv")
+            code, line = _monitor(env, WINE, last=500)
+            assert code == 3 and line.startswith("drift: yes"), line
+
+            run = _ok(run_entry(["-m", "mlstack.pipelines", "run", WINE], env, timeout=900))
+            assert ": Completed;" in run and "champion moved to it" in run, run
+            wait_for(lambda: _version(url) == "2", 60, "the server to follow the alias to v2")
+
+            # A retrain that is worse (a far stronger penalty) stays challenger.
+            _simulate(env, url, "wine", shifted=400, seed=2, labels=labels / "more.csv")
+            stronger = ["--params", json.dumps({"alpha": 50.0})]
+            worse = run_entry(["-m", "mlstack.pipelines", "run", WINE, *stronger], env, 900)
+            assert "champion stays v2" in _ok(worse), worse.stdout
+            time.sleep(3)  # three alias checks later, still v2
+            assert _version(url) == "2"
+        finally:
+            client.done.set()
+            client.join(30)
+    assert client.statuses and set(client.statuses) == {200}, set(client.statuses)
+
+    mlflow_client = store_client_for(loop_stack)
+    assert mlflow_client.get_model_version_by_alias(WINE, "champion").version == "2"
+    assert mlflow_client.get_model_version_by_alias(WINE, "challenger").version == "3"
+    v2 = mlflow_client.get_model_version(WINE, "2")
+    assert v2.tags["mlstack.trigger"] == "drift"  # why this version exists ...
+    pipeline = mlflow_client.get_run(v2.tags["mlstack.pipeline_run_id"])  # ... and its story
+    assert pipeline.info.status == "FINISHED"
+    assert pipeline.data.tags["mlstack.model_version"] == "2"
+    assert pipeline.data.tags["mlstack.monitoring_run_id"] == v2.tags["mlstack.monitoring_run_id"]
+    monitoring = mlflow_client.get_run(v2.tags["mlstack.monitoring_run_id"])
+    assert monitoring.data.tags["mlstack.drift"] == "yes"
+    training = mlflow_client.get_run(v2.run_id)
+    assert training.data.tags["mlstack.pipeline_run_id"] == pipeline.info.run_id
+    assert int(training.data.params["labelled_rows"]) == 500
+    assert v2.tags["promotion.champion_scored_on"] == "this version's held-out split"
+    assert not list(labels.glob("*.csv")) and (labels / "used" / "shifted.csv").exists()
+
+
+def test_digits_loop_new_handwriting_is_caught_and_learnt(loop_stack: NativeStack, env) -> None:
+    labels = loop_stack.config.labels_dir / DIGITS
+    _ok(run_entry(["train_digits.py", "--epochs", "8", "--register-as", DIGITS], env, 900))
+    with _serving(env, DIGITS) as url:
+        _simulate(env, url, "digits", clean=200)
+        code, line = _monitor(env, DIGITS, last=200)
+        assert code == 0, line
+        _simulate(env, url, "digits", shifted=400, seed=1, labels=labels / "new-hands.csv")
+        code, line = _monitor(env, DIGITS, last=400)
+        assert code == 3 and "worst:" in line, line
+        run = _ok(run_entry(["-m", "mlstack.pipelines", "run", DIGITS], env, timeout=1200))
+        assert "champion moved to it" in run, run
+        wait_for(lambda: _version(url) == "2", 60, "the server to follow the alias to v2")
+
+
+def test_the_runner_schedule_fires_by_itself(loop_stack: NativeStack, env, tmp_path) -> None:
+    # A runner of its own, every 6 s, for a model with no champion: each run is "skipped".
+    runner_env = env | {"MLSTACK_LABELS_DIR": str(tmp_path / "labels")}
+    cmd = [sys.executable, "-m", "mlstack.pipelines", "serve", "--models", SCHEDULED,
+           "--every", "0.1"]  # fmt: skip
+    with open(tmp_path / "runner.log", "wb") as log:
+        runner = subprocess.Popen(cmd, env=runner_env, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    try:
+        client = store_client_for(loop_stack)
+
+        def scheduled_runs() -> list:
+            experiment = client.get_experiment_by_name(f"{SCHEDULED}-pipelines")
+            if experiment is None:
+                return []
+            return [r for r in client.search_runs([experiment.experiment_id])
+                    if r.info.status == "FINISHED"]  # fmt: skip
+
+        runs = wait_for(scheduled_runs, 180, "a scheduled run of retrain/sched-wine")
+        decision = runs[0].data.tags["mlstack.decision"]
+        assert "skipped: model 'sched-wine' has no champion" in decision
+        deployment = requests.get(
+            f"{loop_stack.config.prefect_api_url}/deployments/name/retrain/{SCHEDULED}", timeout=10
+        ).json()
+        assert deployment["schedules"][0]["schedule"]["interval"] == 6.0
+    finally:
+        runner.terminate()
+        runner.wait(60)
+
+
+def store_client_for(stack: NativeStack):
+    """An MlflowClient on the stack's server (tracking and registry)."""
+    import mlflow
+
+    uri = stack.config.tracking_uri
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
