@@ -66,9 +66,9 @@ def _empty(kind: str) -> pd.DataFrame:
     return pd.DataFrame(columns=columns)
 
 
-def _as_table(kind: str, inputs: Any, labels: list) -> pd.DataFrame:
+def _as_table(kind: str, inputs: np.ndarray, labels: list) -> pd.DataFrame:
     if kind == "wine":
-        table = pd.DataFrame(inputs)[list(WINE_FEATURES)].astype("float64").reset_index(drop=True)
+        table = pd.DataFrame(np.asarray(inputs, dtype="float64"), columns=list(WINE_FEATURES))
         table[WINE_TARGET] = np.asarray(labels, dtype="int64")
         return table
     pixels = np.asarray(inputs, dtype="float32").reshape(len(labels), -1)
@@ -84,14 +84,12 @@ def join(logs: pd.DataFrame, labels: pd.DataFrame, profile: Profile) -> tuple[pd
     inputs, values = [], []
     for request_id, group in known.groupby("request_id", sort=False):
         record = by_id.loc[request_id]
-        parsed = profile.parse_request(record["request"], record["content_type"])
-        picked = group["row"].to_numpy()
-        inputs.append(parsed.iloc[picked] if isinstance(parsed, pd.DataFrame) else parsed[picked])
+        matrix = profile.matrix(record["request"], record["content_type"])
+        inputs.append(matrix[group["row"].to_numpy()])
         values.extend(group[LABEL].to_list())
     if not inputs:
         return _empty(profile.kind), len(labels)
-    merged = pd.concat(inputs) if profile.kind == "wine" else np.concatenate(inputs)
-    return _as_table(profile.kind, merged, values), len(labels) - len(known)
+    return _as_table(profile.kind, np.concatenate(inputs), values), len(labels) - len(known)
 
 
 def gather_new(labels_dir: Path, model: str, profile: Profile, logs: pd.DataFrame) -> Labelled:
