@@ -32,6 +32,7 @@ TARGETS = (
     ("mlstack-serve-tensorflow", TF_SERVE, None),
     ("mlstack-train", ["--target", "train"], None),
     ("mlstack-dev", ["--target", "dev"], None),
+    ("mlstack-pipelines", ["--target", "pipelines"], None),
 )
 REFERENCE = "mlstack-bench-build-docker"
 
