@@ -8,9 +8,10 @@
 #   train          mlstack-train                  MLproject's docker_env image     make image
 #   dev            mlstack-dev                    train + SSH (key only), Jupyter  make dev-image
 #   pipelines      mlstack-pipelines              train + Prefect: server and runner  compose
+#   client         mlstack-client                 the web client (Streamlit)          compose
 #
 # Stages: base -> mlflow-server; base -> core -> serve; core -> tensorflow -> train -> dev,
-# train -> pipelines. (Docker's classic builder builds every stage above a target, so the
+# train -> pipelines; base -> client. (Docker's classic builder builds every stage above a target, so the
 # targets few need come last.)
 # `serve` sits on `core` unless --build-arg SERVE_DEPS=tensorflow puts it on `tensorflow`, so
 # both serving images are one set of instructions. Dependency layers come before code layers:
@@ -123,3 +124,18 @@ RUN python /opt/mlstack-build/install.py pipelines --warm "prefect prefect.serve
 USER 1000
 EXPOSE 4200
 CMD ["python", "-m", "mlstack.pipelines", "serve"]
+
+
+# The web client (compose profile client): Streamlit and the library's client modules only;
+# it talks to our model server over HTTP, so it needs neither MLflow nor TensorFlow.
+FROM base AS client
+RUN python /opt/mlstack-build/install.py client --warm "streamlit pandas" \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin dockeruser
+WORKDIR /opt/mlstack
+COPY --chown=dockeruser:dockeruser mlstack/ mlstack/
+USER 1000
+EXPOSE 8501
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=3)"]
+ENTRYPOINT ["python", "-m", "mlstack.client", "--host", "0.0.0.0", "--port", "8501"]
+CMD ["--server-url", "http://serve:8080"]

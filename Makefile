@@ -32,7 +32,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
 	stack-up stack-down stack-status pipelines-up monitor simulate env bench-tracking \
 	bench-monitoring bench-serving bench-images image \
-	dev-image serve-image run serve test-quick
+	dev-image serve-image run serve test-quick client
 
 ## Show this help
 help:
@@ -87,6 +87,10 @@ stack-up: $(STAMP)
 ## Start the native stack with the Prefect server and the retraining runner (STACK_ARGS=...)
 pipelines-up: $(STAMP)
 	$(PY) -m mlstack.stack up --pipelines $(STACK_ARGS)
+
+## The web client at http://127.0.0.1:8501 for our server (SERVER=http://127.0.0.1:8080)
+client: $(STAMP)
+	$(PY) -m mlstack.client --server-url "$(or $(SERVER),http://127.0.0.1:8080)" $(ARGS)
 
 ## Check the champion's prediction log for drift now (MODEL=wine, ARGS="--last 500 ...")
 monitor: $(STAMP)

@@ -166,7 +166,9 @@ def train(
         predicted = model.predict(x_test)
         mlflow.log_figure(residuals_figure(y_test, predicted), "plots/predicted_vs_actual.png")
         profile = PROFILES["wine"]
-        log_reference(profile, profile.reference(x_test, predicted, y_test), metrics["rmse"])
+        log_reference(
+            profile, profile.reference(x_test, predicted, y_test), metrics["rmse"], x_train
+        )
         info = mlflow.sklearn.log_model(
             model,
             name=MODEL_ARTIFACT,

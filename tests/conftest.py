@@ -13,12 +13,16 @@ import pytest
 from mlstack.settings import Settings
 from tests.helpers import make_wine_frame, write_uci_csv
 
-TIERS = {"integration": pytest.mark.integration, "docker": pytest.mark.docker}
+TIERS = {
+    "integration": pytest.mark.integration,
+    "docker": pytest.mark.docker,
+    "browser": pytest.mark.browser,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests in tests/integration and tests/docker start real services: they carry their
-    tier's marker and `slow`, so `-m 'not slow'` (make test-quick) is the seconds-long loop."""
+    """Tests in tests/integration, tests/docker and tests/browser start real services: they
+    carry their tier's marker and `slow`, so `-m 'not slow'` (make test-quick) stays quick."""
     here = Path(__file__).parent
     for item in items:
         tier = item.path.relative_to(here).parts[0] if here in item.path.parents else None

@@ -20,16 +20,35 @@ TABLE = "reference.parquet"
 ABOUT = "profile.json"
 REFERENCE_ROWS = 5000
 KIND_TAG = "mlstack.model_kind"
+RANGE_QUANTILES = (0.005, 0.995)
 
 
-def log_reference(profile: Profile, frame: pd.DataFrame, heldout: float) -> None:
-    """Log `frame` (a profile's reference table) and what it is, to the active run."""
+def log_reference(
+    profile: Profile,
+    frame: pd.DataFrame,
+    heldout: float,
+    training: pd.DataFrame | None = None,
+) -> None:
+    """Log `frame` (a profile's reference table) and what it is, to the active run; with the
+    `training` inputs (named columns), also their ranges, which the model server hands to
+    clients (GET /schema): `low` and `high` hold the central 99% of the training rows (the
+    0.5% and 99.5% quantiles), so a few corrupt values cannot stretch them (the team's UCI
+    copy has volatile acidity 1185 for 1.185), and `median`."""
     import mlflow
 
     from mlstack.serving.predlog import write_parquet
 
     sample = frame.sample(REFERENCE_ROWS, random_state=0) if len(frame) > REFERENCE_ROWS else frame
     about = {"kind": profile.kind, "rows": len(sample), profile.heldout_metric: heldout}
+    if training is not None:
+        about["ranges"] = {
+            str(column): {
+                "low": float(values.quantile(RANGE_QUANTILES[0])),
+                "median": float(values.median()),
+                "high": float(values.quantile(RANGE_QUANTILES[1])),
+            }
+            for column, values in training.items()
+        }
     with tempfile.TemporaryDirectory(prefix="mlstack-reference-") as tmp:
         write_parquet(sample.reset_index(drop=True), Path(tmp) / TABLE)
         (Path(tmp) / ABOUT).write_text(json.dumps(about, indent=2))

@@ -58,6 +58,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     control: Control | None = None
     worker: int = 0
+    # The newest drift check of a model (GET /monitoring); None: this app cannot look.
+    latest_check: Callable[[ServedModel], dict[str, Any] | None] | None = None
 
 
 def _error(status: int, error_code: str, message: str) -> JSONResponse:
@@ -156,6 +158,7 @@ def build_app(state: ServerState) -> Starlette:
             rows = None  # counted from the body below, only when it is logged
         request_id = uuid.uuid4().hex
         answer.headers["X-Request-Id"] = request_id
+        answer.headers["X-Model-Version"] = str(model.version)
         if state.predlog is not None and answer.status_code == 200:
             response = bytes(answer.body).decode()
             record = Record(
@@ -185,6 +188,15 @@ def build_app(state: ServerState) -> Starlette:
     async def version(request: Request) -> Response:
         return JSONResponse(state.model.describe())
 
+    async def schema(request: Request) -> Response:
+        return JSONResponse(input_schema(state.model))
+
+    async def monitoring(request: Request) -> Response:
+        if state.latest_check is None:
+            return JSONResponse({"latest": None})
+        latest = await asyncio.to_thread(state.latest_check, state.model)
+        return JSONResponse({"latest": latest})
+
     async def metrics(request: Request) -> Response:
         if state.control is not None:
             _, text = await state.control.ask("metrics")  # every worker's counts, summed
@@ -208,7 +220,7 @@ def build_app(state: ServerState) -> Starlette:
             exc.status_code,
             code,
             f"{request.method} {request.url.path}: {exc.detail}; routes: POST /invocations, "
-            "POST /reload, GET /ping /health /version /metrics",
+            "POST /reload, GET /ping /health /version /schema /monitoring /metrics",
         )
 
     @contextlib.asynccontextmanager
@@ -228,12 +240,32 @@ def build_app(state: ServerState) -> Starlette:
             Route("/ping", ping, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/version", version, methods=["GET"]),
+            Route("/schema", schema, methods=["GET"]),
+            Route("/monitoring", monitoring, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/reload", reload, methods=["POST"]),
         ],
         exception_handlers={HTTPException: not_found},
     )
     return _MetricsMiddleware(app, state.metrics)  # type: ignore[return-value]
+
+
+def input_schema(model: ServedModel) -> dict[str, Any]:
+    """What GET /schema answers: named columns (type, and the training range when known) or
+    a tensor's shape and type, from the model's signature."""
+    schema = model.input_schema
+    if schema is None:
+        return {"columns": [], "tensor": None}
+    if schema.is_tensor_spec():
+        spec = schema.inputs[0]
+        return {"columns": [], "tensor": {"shape": list(spec.shape), "type": str(spec.type)}}
+    ranges = model.ranges or {}
+    columns = [
+        {"name": spec.name, "type": getattr(spec.type, "name", str(spec.type)),
+         **ranges.get(spec.name, {})}
+        for spec in schema.inputs
+    ]  # fmt: skip
+    return {"columns": columns, "tensor": None}
 
 
 class _MetricsMiddleware:
@@ -269,6 +301,7 @@ def create_app(
     predlog: PredictionLog | None = None,
     control: Control | None = None,
     worker: int = 0,
+    latest_check: Callable[[ServedModel], dict[str, Any] | None] | None = None,
 ) -> Starlette:
     """The app serving an already loaded `model`. A worker gets its `control` link to the
     supervisor (which runs reloads) and its `worker` index; without one, /reload answers 501
@@ -281,5 +314,6 @@ def create_app(
         predlog=predlog,
         control=control,
         worker=worker,
+        latest_check=latest_check,
     )
     return build_app(state)

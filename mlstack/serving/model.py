@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,9 @@ class ServedModel:
     version: str | None = None
     alias: str | None = None
     run_id: str | None = None
+    experiment_id: str | None = None
+    # Training ranges of named inputs, from the version's reference (None when it has none).
+    ranges: dict[str, dict[str, float]] | None = None
     loaded_at: float = field(default_factory=time.time)
     estimator: Any = None  # set when the fast path applies
     columns: tuple[str, ...] = ()
@@ -47,6 +51,7 @@ class ServedModel:
             "version": self.version,
             "alias": self.alias,
             "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
             "fast_path": self.estimator is not None,
             "loaded_at": self.loaded_at,
         }
@@ -117,17 +122,74 @@ def load_model(model_uri: str, client: Any, version: str | None = None) -> Serve
     if example is not None:
         pyfunc.predict(example)  # smoke test: a version that cannot predict is never served
     estimator, columns, types = fast_path_plan(pyfunc)
+    run_id = pyfunc.metadata.run_id
+    experiment_id, ranges = _run_facts(client, run_id, tracking_uri)
     return ServedModel(
         uri=model_uri,
         pyfunc=pyfunc,
         name=name,
         version=version,
         alias=alias,
-        run_id=pyfunc.metadata.run_id,
+        run_id=run_id,
+        experiment_id=experiment_id,
+        ranges=ranges,
         estimator=estimator,
         columns=columns,
         column_types=types,
     )
+
+
+def _run_facts(client: Any, run_id: str | None, tracking_uri: str | None) -> tuple[Any, Any]:
+    """(experiment id, input ranges) of the model's training run, as far as they are known."""
+    import json
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if client is None or not run_id:
+        return None, None
+    try:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return None, None
+    try:
+        about = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="reference/profile.json", tracking_uri=tracking_uri
+        )
+        ranges = json.loads(Path(about).read_text()).get("ranges")
+    except (MlflowException, OSError, ValueError):
+        ranges = None  # trained before ranges were logged: /schema gives names and types
+    return experiment_id, ranges
+
+
+def latest_check(client: Any, model: ServedModel) -> dict[str, Any] | None:
+    """The newest drift check (python -m mlstack.monitor) of the version being served."""
+    if client is None or not model.name or not model.version:
+        return None
+    experiment = client.get_experiment_by_name(f"{model.name}-monitoring")
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`mlstack.model_version` = '{model.version}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    metrics = run.data.metrics
+    return {
+        "drift": bool(metrics.get("drift")),
+        "share": metrics.get("share_drifted_columns"),
+        "rows": int(metrics.get("rows", 0)),
+        "checked_at": time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)
+        ),
+        "window": run.data.tags.get("mlstack.window"),
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+    }
 
 
 def open_client() -> Any:

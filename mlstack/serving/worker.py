@@ -142,7 +142,7 @@ def worker_main(
 ) -> None:
     """One worker process: load `version` of the model, tell the supervisor, serve `sock`."""
     from mlstack.serving.app import create_app
-    from mlstack.serving.model import load_model, open_client, user_errors
+    from mlstack.serving.model import latest_check, load_model, open_client, user_errors
 
     # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which then stops
     # each worker once (a second signal would make uvicorn skip its graceful stop).
@@ -165,6 +165,7 @@ def worker_main(
         predlog=prediction_log(options, client, prediction_run_id),
         control=link,
         worker=index,
+        latest_check=lambda served: latest_check(client, served),
     )
     link.send("ready", model.describe())
     run_uvicorn(app, sock)

@@ -212,3 +212,44 @@ def test_sample_requests_in_serve_are_answered_like_mlflow(servers, name: str) -
     body = (PROJ_ROOT / "serve" / "requests" / f"{name}.json").read_bytes()
     answer = _same(ours, theirs, body, JSON)
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+
+
+def test_schema_names_the_inputs_with_their_training_ranges(servers) -> None:
+    _, _, model = servers
+    ours = TestClient(create_app(model))
+    columns = ours.get("/schema").json()["columns"]
+    assert [c["name"] for c in columns] == list(WINE_FEATURES)
+    alcohol = next(c for c in columns if c["name"] == "alcohol")
+    assert alcohol["type"] == "double"
+    assert alcohol["low"] < alcohol["median"] < alcohol["high"]
+
+
+def test_answers_say_which_version_answered(servers, frame) -> None:
+    _, _, model = servers
+    ours = TestClient(create_app(model))
+    answer = ours.post("/invocations", json=scoring_forms(frame.head(1), "dataframe_records"))
+    assert answer.headers["X-Model-Version"] == "1" and len(answer.headers["X-Request-Id"]) == 32
+
+
+def test_monitoring_reports_the_latest_check_of_the_served_version(
+    servers, served_settings, tmp_path
+) -> None:
+    from mlstack.monitor.run import monitor
+    from mlstack.serving.model import latest_check
+    from mlstack.simulate import log_offline
+
+    _, _, model = servers
+    client = mlflow.MlflowClient(
+        tracking_uri=served_settings.embedded_tracking_uri,
+        registry_uri=served_settings.embedded_tracking_uri,
+    )
+    ours = TestClient(create_app(model, latest_check=lambda m: latest_check(client, m)))
+    assert ours.get("/monitoring").json() == {"latest": None}  # no check yet
+    mlflow.set_tracking_uri(served_settings.embedded_tracking_uri)
+    mlflow.set_registry_uri(served_settings.embedded_tracking_uri)
+    log_offline(URI, "wine", 120, tmp_path / "log", data=served_settings.wine_data)
+    check = monitor("wine", log=str(tmp_path / "log"), last=120, settings=served_settings)
+    latest = ours.get("/monitoring").json()["latest"]
+    assert latest["run_id"] == check.run_id and latest["drift"] == check.drift
+    assert latest["rows"] == 120 and latest["share"] == pytest.approx(check.share)
+    assert TestClient(create_app(model)).get("/monitoring").json() == {"latest": None}

@@ -88,7 +88,9 @@ def test_optional_profiles_render(env_file: Path, profile: str, service: str) ->
 
 def test_every_profile_builds_from_the_one_dockerfile_on_loopback(env_file: Path) -> None:
     targets = re.findall(r"^FROM \S+ AS (\S+)$", (PROJ_ROOT / "Dockerfile").read_text(), re.M)
-    profiles = [a for p in ("auth", "dev", "serve", "pipelines") for a in ("--profile", p)]
+    profiles = [
+        a for p in ("auth", "dev", "serve", "pipelines", "client") for a in ("--profile", p)
+    ]
     proc = _compose_config(env_file, *profiles)
     assert proc.returncode == 0, proc.stderr
     services = json.loads(proc.stdout)["services"]
@@ -96,7 +98,10 @@ def test_every_profile_builds_from_the_one_dockerfile_on_loopback(env_file: Path
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes on {port['host_ip']}"
     built = {name: s["build"] for name, s in services.items() if "build" in s}
-    assert set(built) == {"create-bucket", "mlflow", "mlflow-auth", "dev", "serve", "prefect"}
+    assert set(built) == {
+        "create-bucket", "mlflow", "mlflow-auth", "dev", "serve", "prefect", "client"
+    }  # fmt: skip
+    assert services["client"]["depends_on"]["serve"]["condition"] == "service_healthy"
     for name, build in built.items():
         assert build.get("dockerfile", "Dockerfile") == "Dockerfile", name
         assert build["target"] in targets, name
