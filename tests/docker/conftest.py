@@ -25,6 +25,7 @@ SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
 SERVE_IMAGE = "mlstack-serve-core"  # compose's name with SERVE_DEPS=core (the default)
 SERVE_TF_IMAGE = "mlstack-serve-tensorflow"
 PIPELINES_IMAGE = "mlstack-pipelines"
+CLIENT_IMAGE = "mlstack-client"
 
 
 def source_commit() -> tuple[str, str]:
@@ -104,6 +105,12 @@ def serve_tf_image(train_image: str) -> str:
 def pipelines_image(train_image: str) -> str:
     """The Prefect server and runner image of compose's pipelines profile."""
     return build(PIPELINES_IMAGE, "--target", "pipelines")
+
+
+@pytest.fixture(scope="session")
+def client_image(docker_engine: str) -> str:
+    """The web client's image (compose profile client)."""
+    return build(CLIENT_IMAGE, "--target", "client")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ stack; `python train.py` over SSH in the `dev` service reaches the `mlflow` serv
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tomllib
 import uuid
@@ -29,6 +30,7 @@ from mlstack.serving.predlog import load_prediction_log
 from mlstack.settings import Settings
 from mlstack.stack import free_port
 from mlstack.tracking import PROXIED_ARTIFACTS_ONLY, configure_tracking
+from tests.browser.conftest import browser, page  # noqa: F401 (fixtures)
 from tests.docker.conftest import host_env
 from tests.docker.engine import DOCKER_HOST, docker
 from tests.docker.test_dev_image import ssh, ssh_options
@@ -90,6 +92,7 @@ def compose_stack(
             "JUPYTER_PORT",
             "SERVE_PORT",
             "PREFECT_PORT",
+            "CLIENT_PORT",
         )
     }
     values = dict(
@@ -105,7 +108,7 @@ def compose_stack(
         wait_for_http(f"{stack.tracking_uri}/health", 180, "compose mlflow")
         yield stack
     finally:
-        profiles = [a for p in ("dev", "serve", "pipelines") for a in ("--profile", p)]
+        profiles = [a for p in ("dev", "serve", "pipelines", "client") for a in ("--profile", p)]
         logs = stack.run(*profiles, "logs", "--no-color")
         down = stack.run(*profiles, "down", "-v", "--remove-orphans")
         assert down.returncode == 0, down.stderr[-2000:] + logs.stdout[-3000:]
@@ -247,3 +250,23 @@ def test_pipelines_profile_runs_a_retraining_flow(
     experiment = client.get_experiment_by_name("wine-pipelines")
     runs = client.search_runs([experiment.experiment_id])
     assert runs and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_client_profile_shows_the_served_model_in_a_browser(
+    compose_stack,
+    client_image,
+    tmp_path,
+    data_dir,
+    page,  # noqa: F811 (the fixture)
+) -> None:
+    env = host_env(compose_stack.tracking_uri, tmp_path, data_dir)
+    trained = run_entry(["train.py", "--register-as", "wine"], env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    up = compose_stack.run("--profile", "client", "up", "-d", "--no-build", "client")
+    assert up.returncode == 0, up.stderr[-3000:]
+    url = f"http://127.0.0.1:{compose_stack.values['CLIENT_PORT']}"
+    wait_for_http(f"{url}/_stcore/health", 240, "the compose client")
+    page.goto(url)  # the page reaches the serve service by its compose name
+    page.get_by_text(re.compile(r"Serving wine version \d+")).wait_for(timeout=120_000)
+    page.get_by_role("button", name="Predict").click()
+    page.get_by_test_id("stMetricValue").first.wait_for()

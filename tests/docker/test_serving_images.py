@@ -80,3 +80,11 @@ def test_tensorflow_serving_image_serves_the_digits_cnn(
         logs = docker("logs", container)
         docker("rm", "-f", container)
     assert "Traceback" not in logs.stdout + logs.stderr
+
+
+def test_the_client_image_holds_streamlit_and_no_model_libraries(client_image: str) -> None:
+    config = json.loads(docker("image", "inspect", client_image).stdout)[0]["Config"]
+    assert config["User"] == "1000"
+    found = _importable(client_image, ("streamlit", "requests", "mlflow", "sklearn", *HEAVY[:2]))
+    assert found == {"streamlit": True, "requests": True, "mlflow": False, "sklearn": False,
+                     "tensorflow": False, "keras": False}  # fmt: skip
