@@ -33,6 +33,7 @@ TARGETS = (
     ("mlstack-train", ["--target", "train"], None),
     ("mlstack-dev", ["--target", "dev"], None),
     ("mlstack-pipelines", ["--target", "pipelines"], None),
+    ("mlstack-client", ["--target", "client"], None),
 )
 REFERENCE = "mlstack-bench-build-docker"
 
