@@ -204,16 +204,18 @@ def point_mlflow_at(uri: str) -> None:
 
 
 @contextmanager
-def http_server(cmd: list[str], env: dict[str, str], port: int, what: str) -> Iterator[str]:
+def http_server(
+    cmd: list[str], env: dict[str, str], port: int, what: str, health: str = "/ping"
+) -> Iterator[str]:
     """Run `cmd` (a server listening on `port`) from the project root; yield its base URL once
-    /ping answers; stop it afterwards. Its output goes to a file, never to an unread pipe that
+    `health` answers; stop it afterwards. Its output goes to a file, never to an unread pipe that
     could fill up and stall it; the tail is shown when it does not come up."""
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, cwd=PROJ_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             try:
-                wait_for_http(f"{url}/ping", 120, what)
+                wait_for_http(f"{url}{health}", 120, what)
             except pytest.fail.Exception:
                 log.seek(0)
                 pytest.fail(f"{what} did not come up: {log.read().decode()[-1500:]}")

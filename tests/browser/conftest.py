@@ -8,17 +8,13 @@ with CI=true that is a failure. A failing test leaves a screenshot in test-artif
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from mlstack.stack import free_port
-from tests.helpers import PROJ_ROOT, http_server, wait_for_http
+from tests.helpers import PROJ_ROOT, http_server
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # /usr/bin/chromium is a shell wrapper
 ARTIFACTS = PROJ_ROOT / "test-artifacts"
@@ -79,21 +75,9 @@ def serve(env: dict[str, str], model_uri: str, *args: str):
     return http_server(cmd, env, port, f"our server for {model_uri}")
 
 
-@contextmanager
-def start_client(env: dict[str, str], server_url: str) -> Iterator[str]:
-    """`python -m mlstack.client` for `server_url` on a free port; its URL, once healthy."""
+def start_client(env: dict[str, str], server_url: str):
+    """`python -m mlstack.client` for `server_url` on a free port (a context manager: its URL,
+    once healthy)."""
     port = free_port()
     cmd = [sys.executable, "-m", "mlstack.client", "--server-url", server_url, "--port", str(port)]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, cwd=PROJ_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            try:
-                wait_for_http(f"{url}/_stcore/health", 90, "the web client")
-            except pytest.fail.Exception:
-                log.seek(0)
-                pytest.fail(f"the web client did not come up: {log.read().decode()[-1500:]}")
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    return http_server(cmd, env, port, "the web client", health="/_stcore/health")
