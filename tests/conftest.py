@@ -1,4 +1,5 @@
-"""Fixtures shared by every test tier: a generated wine-like CSV and an isolated embedded store.
+"""Fixtures shared by every test tier: a generated wine-like CSV, an isolated embedded store, and
+a headless Chromium (Debian's, driven by Playwright) for the tiers that open pages.
 
 Nothing here needs the network: the default UCI URL is never used by tests.
 """
@@ -29,6 +30,61 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier in TIERS:
             item.add_marker(TIERS[tier])
             item.add_marker(pytest.mark.slow)
+
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")  # /usr/bin/chromium is a shell wrapper
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+def _unavailable(reason: str) -> None:
+    """Skip (outside CI) or fail (CI=true): a browser tier that cannot run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and the browser tier cannot run: {reason}")
+    pytest.skip(f"no browser here: {reason}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's build, launched by Playwright), one per test module: while
+    it runs, Playwright's sync API holds an event loop in this thread, and a later test's
+    asyncio.run() would find it running. Outside CI a machine without Chromium or Playwright
+    skips the test with one line saying why; with CI=true that is a failure."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (make setup)")
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """Keep each phase's report on the test item, so the page fixture knows a failure."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest):
+    """A fresh page; a screenshot of it in test-artifacts/ when the test fails."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
 
 
 @pytest.fixture(scope="session")

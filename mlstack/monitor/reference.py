@@ -14,6 +14,7 @@ import pandas as pd
 
 from mlstack.errors import UsageError
 from mlstack.monitor.profiles import PROFILES, Profile
+from mlstack.serving.predlog import read_parquet
 
 ARTIFACT_DIR = "reference"
 TABLE = "reference.parquet"
@@ -87,7 +88,7 @@ def load_reference(client: Any, name: str, version: str) -> Reference:
     about = json.loads((local / ABOUT).read_text())
     profile = PROFILES[about["kind"]]
     return Reference(
-        frame=pd.read_parquet(local / TABLE),
+        frame=read_parquet(local / TABLE),
         profile=profile,
         heldout=about.get(profile.heldout_metric),
         run_id=mv.run_id,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mlstack.errors import UsageError
 from mlstack.monitor.profiles import LABEL, Profile, rows_from_log, wine_label_column
+from mlstack.serving.predlog import read_parquet
 
 MIN_ROWS = 50  # below this the tests' p-values mean little
 DEFAULT_LAST = 1000
@@ -162,7 +163,7 @@ def read_labels(path: Path, log: pd.DataFrame) -> pd.DataFrame:
     against the log: every id must be one the server answered."""
     if not path.is_file():
         raise UsageError(f"--labels {path}: no such file; give a CSV or Parquet file")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    frame = read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     frame = wine_label_column(frame)
     if "request_id" not in frame or LABEL not in frame:
         raise UsageError(

@@ -20,6 +20,7 @@ import pandas as pd
 
 from mlstack.data import WINE_FEATURES, WINE_TARGET
 from mlstack.monitor.profiles import LABEL, Profile, wine_label_column
+from mlstack.serving.predlog import read_parquet
 
 USED = "used"
 SUFFIXES = (".csv", ".parquet")
@@ -54,7 +55,7 @@ def new_files(labels_dir: Path, model: str) -> list[Path]:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    frame = read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     frame = wine_label_column(frame)
     if "row" not in frame:
         frame["row"] = 0
@@ -104,7 +105,7 @@ def gather_new(labels_dir: Path, model: str, profile: Profile, logs: pd.DataFram
 
 def used(labels_dir: Path, model: str, kind: str) -> Labelled:
     """Every labelled row earlier retrainings used (kept with their inputs)."""
-    tables = [pd.read_parquet(p) for p in sorted((labels_dir / model / USED).glob("*.parquet"))]
+    tables = [read_parquet(p) for p in sorted((labels_dir / model / USED).glob("*.parquet"))]
     if not tables:
         return Labelled(kind, _empty(kind))
     return Labelled(kind, pd.concat(tables, ignore_index=True))

@@ -119,6 +119,15 @@ class MlflowRunSink:
             self.client.log_artifact(self.run_id, str(path), self.ARTIFACT_PATH)
 
 
+def read_parquet(path: Path) -> pd.DataFrame:
+    """One Parquet file as a DataFrame, read with fastparquet: pyarrow's reader leaves a thread
+    pool that can abort the process at exit ("terminate called without an active exception",
+    apache/arrow#34314; seen once in this project's test suite)."""
+    import fastparquet
+
+    return fastparquet.ParquetFile(str(path)).to_pandas()
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """One Parquet file, zstd-compressed, written with fastparquet (the serving image has no
     pyarrow; any Parquet reader reads the file)."""
@@ -180,7 +189,7 @@ def load_prediction_log(source: str | Path, tracking_uri: str | None = None) -> 
     files = sorted(path.glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=list(SCHEMA_FIELDS))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([read_parquet(f) for f in files], ignore_index=True)
 
 
 class PredictionLog:

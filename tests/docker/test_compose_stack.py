@@ -30,7 +30,6 @@ from mlstack.serving.predlog import load_prediction_log
 from mlstack.settings import Settings
 from mlstack.stack import free_port
 from mlstack.tracking import PROXIED_ARTIFACTS_ONLY, configure_tracking
-from tests.browser.conftest import browser, page  # noqa: F401 (fixtures)
 from tests.docker.conftest import host_env
 from tests.docker.engine import DOCKER_HOST, docker
 from tests.docker.test_dev_image import ssh, ssh_options
