@@ -57,10 +57,11 @@ class NativeStack:
         self.config.logs.mkdir(parents=True, exist_ok=True)
         self.config.save()
         # Everything that can be checked is checked before anything starts, so a missing
-        # binary or a taken port never leaves half a stack running.
-        self._check_ports()
+        # binary or a taken port never leaves half a stack running. Binaries first: a missing
+        # one is this machine's problem whatever ports are chosen.
         for service in self.services.values():
             service.preflight()
+        self._check_ports()
         for name, service in self.services.items():
             pid = self.pids.alive_pid(name)
             if pid:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -49,14 +50,20 @@ def test_reload_under_load_answers_every_request_from_one_version(
     frame = read_wine_csv(Path(settings.wine_data))[list(WINE_FEATURES)].head(2)
     body = {"dataframe_records": frame.to_dict(orient="records")}
     v1 = list(mlflow.pyfunc.load_model("models:/wine/1").predict(frame))
-    answers: list[tuple[int, list[float] | None]] = []
+    # (when the request was sent, status, predictions): the order answers are appended in is
+    # not the order they were served (a client thread may wait for the GIL), the send time is.
+    answers: list[tuple[float, int, list[float] | None]] = []
     stop = threading.Event()
 
     def client(url: str) -> None:
         with requests.Session() as session:
             while not stop.is_set():
+                sent = time.monotonic()
                 r = session.post(f"{url}/invocations", json=body, timeout=30)
-                answers.append((r.status_code, r.json().get("predictions")))
+                answers.append((sent, r.status_code, r.json().get("predictions")))
+
+    def sent_after(moment: float) -> list[list[float] | None]:
+        return [p for sent, _, p in list(answers) if sent > moment]
 
     with serving(cli_env, "--model-uri", "models:/wine@champion", "--workers", workers) as url:
         threads = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
@@ -65,23 +72,22 @@ def test_reload_under_load_answers_every_request_from_one_version(
         try:
             wait_for(lambda: len(answers) > 50, 60, "load before the reload")
             _register(settings, alpha=0.01)  # better: the champion alias moves to v2
+            asked = time.monotonic()
             reloaded = requests.post(f"{url}/reload", timeout=120)
+            switched = time.monotonic()
             assert reloaded.status_code == 200 and reloaded.json()["serving"]["version"] == "2"
-            # Answered after /reload returned, save the 4 requests already in flight: every
-            # worker has switched by then.
-            seen = len(answers) + 4
-            wait_for(lambda: len(answers) > seen + 50, 60, "load after the reload")
+            wait_for(lambda: len(sent_after(switched)) > 50, 60, "load after the reload")
         finally:
             stop.set()
             for t in threads:
                 t.join(30)
     v2 = list(mlflow.pyfunc.load_model("models:/wine/2").predict(frame))
     assert v1 != v2
-    statuses = {status for status, _ in answers}
-    assert statuses == {200}
-    assert all(p in (v1, v2) for _, p in answers)  # never a mix of two versions
-    assert v1 in [p for _, p in answers[:seen]]
-    assert all(p == v2 for _, p in answers[seen:])
+    assert {status for _, status, _ in answers} == {200}
+    assert all(p in (v1, v2) for _, _, p in answers)  # never a mix of two versions
+    assert v1 in [p for sent, _, p in answers if sent < asked]
+    # Every request sent once /reload has answered meets the new version on every worker.
+    assert all(p == v2 for p in sent_after(switched))
 
 
 @WORKERS

@@ -55,7 +55,9 @@ def test_missing_binary_is_named_before_anything_starts(
     state: Path, variable: str, expected: str
 ) -> None:
     env = os.environ | {variable: "/nonexistent/bin"}
-    proc = run_entry([*STACK, "up", "--state-dir", str(state)], env)
+    # Free ports, so the binary must be what is named, whatever holds the default ports here.
+    ports = [f"--{k.replace('_', '-')}={v}" for k, v in find_free_ports().items()]
+    proc = run_entry([*STACK, "up", "--state-dir", str(state), *ports], env)
     assert expected in _one_error_line(proc)
     assert not (state / "pids.json").exists()
 
