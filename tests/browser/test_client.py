@@ -70,7 +70,7 @@ def test_the_wine_form_predicts_what_invocations_answers(page, client, wine_serv
     body = {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}
     answer = requests.post(f"{wine_server}/invocations", json=body, timeout=10).json()
     assert shown.inner_text() == f"{answer['predictions'][0]:.2f}"
-    assert page.get_by_text(re.compile(r"answered by wine version 1 · request [0-9a-f]{32}"))
+    page.get_by_text(re.compile(r"answered by wine version 1 · request [0-9a-f]{32}")).wait_for()
 
 
 def test_a_csv_comes_back_with_a_prediction_per_row(page, client, wine_server, tmp_path) -> None:
