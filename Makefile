@@ -132,7 +132,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## The quick loop: tests that train nothing and start no services (about 10 s)
+## The quick loop: tests that train nothing and start no services (about 20 s)
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
