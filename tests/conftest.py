@@ -75,15 +75,25 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 @pytest.fixture
 def page(browser, request: pytest.FixtureRequest):
-    """A fresh page; a screenshot of it in test-artifacts/ when the test fails."""
+    """A fresh page; when the test fails, test-artifacts/ gets a screenshot of it and a log of
+    what the browser saw (console, page errors, failed or refused requests), since a blank
+    screenshot alone cannot say why a page never drew."""
     context = browser.new_context(viewport={"width": 1400, "height": 1200})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(f"console {m.type}: {m.text}"))
+    page.on("pageerror", lambda e: seen.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: seen.append(f"failed: {r.url} ({r.failure})"))
+    page.on("response", lambda r: r.status >= 400 and seen.append(f"{r.status}: {r.url}"))
     yield page
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+        (ARTIFACTS / f"{request.node.name}.log").write_text(
+            "\n".join([f"url: {page.url}", *seen]) + "\n"
+        )
     context.close()
 
 

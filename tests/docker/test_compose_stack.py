@@ -14,6 +14,7 @@ import re
 import subprocess
 import tomllib
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,12 +252,39 @@ def test_pipelines_profile_runs_a_retraining_flow(
     assert runs and {r.info.status for r in runs} == {"FINISHED"}
 
 
+def _open_client(page, url: str, compose_stack: ComposeStack) -> None:
+    """Open the client until it shows the served model; fail with the containers' logs if not.
+
+    Streamlit draws nothing until its websocket is connected. In one of two full CI runs the
+    page stayed blank for 120 s (cause not found: the same test passed alone and after the
+    browser tier); so a page that has not connected in 60 s is loaded once more, and the
+    browser's log of the first try goes to test-artifacts/.
+    """
+    connected = page.locator('[data-test-connection-state="CONNECTED"]')
+    page.goto(url)
+    try:
+        connected.wait_for(state="attached", timeout=60_000)
+    except Exception:  # Playwright's TimeoutError
+        artifacts = PROJ_ROOT / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / "compose-client-first-load.png"), full_page=True)
+        warnings.warn("the compose client's page had not connected in 60 s; loaded it again",
+                      stacklevel=1)  # fmt: skip
+        page.reload()
+    try:
+        connected.wait_for(state="attached", timeout=60_000)
+        page.get_by_text(re.compile(r"Serving wine version \d+")).wait_for(timeout=120_000)
+    except Exception as exc:
+        logs = compose_stack.run("--profile", "client", "logs", "--tail", "80", "client", "serve")
+        pytest.fail(f"{exc}\nclient and serve logs:\n{logs.stdout[-6000:]}{logs.stderr[-1000:]}")
+
+
 def test_client_profile_shows_the_served_model_in_a_browser(
     compose_stack,
     client_image,
     tmp_path,
     data_dir,
-    page,  # noqa: F811 (the fixture)
+    page,
 ) -> None:
     env = host_env(compose_stack.tracking_uri, tmp_path, data_dir)
     trained = run_entry(["train.py", "--register-as", "wine"], env)
@@ -265,7 +293,6 @@ def test_client_profile_shows_the_served_model_in_a_browser(
     assert up.returncode == 0, up.stderr[-3000:]
     url = f"http://127.0.0.1:{compose_stack.values['CLIENT_PORT']}"
     wait_for_http(f"{url}/_stcore/health", 240, "the compose client")
-    page.goto(url)  # the page reaches the serve service by its compose name
-    page.get_by_text(re.compile(r"Serving wine version \d+")).wait_for(timeout=120_000)
+    _open_client(page, url, compose_stack)  # it reaches the serve service by its compose name
     page.get_by_role("button", name="Predict").click()
     page.get_by_test_id("stMetricValue").first.wait_for()
