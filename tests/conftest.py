@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlstack.settings import Settings
-from tests.helpers import make_wine_frame, write_uci_csv
+from tests.helpers import ARTIFACTS, make_wine_frame, write_uci_csv
 
 TIERS = {
     "integration": pytest.mark.integration,
@@ -33,7 +33,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # /usr/bin/chromium is a shell wrapper
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--no-first-run"]  # fmt: skip
 

@@ -23,6 +23,7 @@ from mlstack.data import WINE_FEATURES, WINE_TARGET
 from mlstack.settings import Settings
 
 PROJ_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = PROJ_ROOT / "test-artifacts"  # screenshots and browser logs of failed page tests
 SHARED_WINE_CSV = PROJ_ROOT.parent / "shared" / "data" / "winequality-red.csv"
 
 # Plausible ranges of the UCI red-wine features, so the fixture looks like the real table.
