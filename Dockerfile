@@ -111,7 +111,7 @@ RUN apt-get update \
 COPY docker/sshd.conf /etc/ssh/sshd_config.d/00-mlstack.conf
 VOLUME ["/etc/ssh/host-keys"]
 EXPOSE 22 8888
-ENTRYPOINT ["python", "-m", "mlstack.devcontainer"]
+ENTRYPOINT ["python", "-m", "mlstack.entrypoints.devcontainer"]
 CMD []
 
 

@@ -78,7 +78,7 @@ run: $(STAMP) image
 
 ## Write .env with random credentials for the stack (FORCE=1 replaces an existing one)
 env:
-	$(PYTHON) -m mlstack.envfile $(if $(FORCE),--force)
+	$(PYTHON) -m mlstack.entrypoints.envfile $(if $(FORCE),--force)
 
 ## Start the native tracking stack (PostgreSQL + S3 + MLflow server) on 127.0.0.1
 stack-up: $(STAMP)
@@ -98,7 +98,7 @@ monitor: $(STAMP)
 
 ## Send clean, then shifted traffic to the server on :8080 (ARGS="--kind digits ...")
 simulate: $(STAMP)
-	$(PY) -m mlstack.simulate $(ARGS)
+	$(PY) -m mlstack.monitor.simulate $(ARGS)
 
 ## Stop the native stack (data is kept; STACK_ARGS=--purge deletes it)
 stack-down: $(STAMP)

@@ -14,8 +14,8 @@ imports (MLflow, Evidently) that a fresh process pays once are shown apart and i
 Peak memory is the process's maximum resident set. Goal: 10,000 wine rows in under 5 s.
 
 Calibration: windows of 200 rows from the in-distribution traffic and from the shifted traffic
-of mlstack.shifts (what `python -m mlstack.simulate` sends), against a model trained with the
-defaults; the share of windows called drifted.
+of mlstack.monitor.shifts (what `python -m mlstack.monitor.simulate` sends), against a model
+trained with the defaults; the share of windows called drifted.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def _settings(store: Path) -> Settings:
 def upload_log(client, kind: str, n: int, name: str, experiment_id: str) -> str:
     """A prediction-log run of `n` simulated requests answered by `name`@champion, in Parquet
     batches of 1,000 as the server writes them; its run id."""
+    from mlstack.monitor.simulate import log_offline
     from mlstack.serving.predlog import MlflowRunSink, load_prediction_log
-    from mlstack.simulate import log_offline
 
     with tempfile.TemporaryDirectory(prefix="mlstack-bench-log-") as tmp:
         log_offline(f"models:/{name}@champion", kind, n, Path(tmp), data=WINE_DATA)
@@ -149,7 +149,7 @@ def calibrate(args: argparse.Namespace) -> None:
     from mlstack.monitor.drift import compare
     from mlstack.monitor.profiles import PROFILES
     from mlstack.monitor.reference import ARTIFACT_DIR, TABLE
-    from mlstack.simulate import digit_images, wine_rows
+    from mlstack.monitor.simulate import digit_images, wine_rows
 
     with tempfile.TemporaryDirectory(prefix="mlstack-calibrate-") as store:
         settings = _settings(Path(store))

@@ -6,5 +6,7 @@ evaluated on. Evidently makes the report; the check is logged as a run in `<mode
 
 Modules: profiles (what is monitored per kind of model, and the drift rule), reference (logged
 at training, read here), window (finding and reading the log, the window, labels), drift (the
-comparison), run (one check, logged), __main__ (the command line).
+comparison), run (one check, logged), __main__ (the command line); shifts (designed
+distribution shifts) and simulate (traffic for a running server, `python -m
+mlstack.monitor.simulate`), which tests, benchmarks and people use to see the monitor work.
 """

@@ -11,7 +11,7 @@ Drift rule, per kind: a column drifts when its test's p-value is under 0.05 (Kol
 for numeric columns, chi-square for categorical ones); the window drifts when at least
 `drift_share` of the columns do. The shares were set by measurement (benchmarks/monitoring.py
 --calibrate): the largest share that clean windows of 200 rows reached, and the smallest that
-shifted windows reached (mlstack.shifts), lie on either side of it.
+shifted windows reached (mlstack.monitor.shifts), lie on either side of it.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def read_log(source: LogSource, client: Any) -> pd.DataFrame:
     if log.empty:
         raise UsageError(
             f"the prediction log in {source.describe()} holds no predictions yet: send traffic "
-            "to the server first (python -m mlstack.simulate does)"
+            "to the server first (python -m mlstack.monitor.simulate does)"
         )
     return log
 

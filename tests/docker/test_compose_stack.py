@@ -25,8 +25,8 @@ import psycopg2
 import pytest
 import requests
 
-from mlstack import envfile
 from mlstack.data import WINE_FEATURES, read_wine_csv
+from mlstack.entrypoints import envfile
 from mlstack.serving.predlog import load_prediction_log
 from mlstack.settings import Settings
 from mlstack.stack import free_port

@@ -96,8 +96,8 @@ def _ok(proc, *codes: int) -> str:
 
 
 def _simulate(env, url, kind, *, clean=0, shifted=0, seed=0, labels: Path | None = None) -> None:
-    args = ["-m", "mlstack.simulate", "--server-url", url, "--kind", kind, "--clean", str(clean),
-            "--shifted", str(shifted), "--seed", str(seed)]  # fmt: skip
+    args = ["-m", "mlstack.monitor.simulate", "--server-url", url, "--kind", kind,
+            "--clean", str(clean), "--shifted", str(shifted), "--seed", str(seed)]  # fmt: skip
     if kind == "wine":
         args += ["--data", env["MLSTACK_WINE_DATA"]]
     if labels is not None:

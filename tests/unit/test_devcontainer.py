@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.devcontainer import (
+from mlstack.entrypoints.devcontainer import (
     authorized_keys,
     ensure_host_keys,
     render_profile,

@@ -13,7 +13,7 @@ import pytest
 from mlstack.data import WINE_FEATURES, load_digits_data
 from mlstack.monitor.drift import compare
 from mlstack.monitor.profiles import PROFILES, image_features, rows_from_log
-from mlstack.shifts import WARM_REGION_SHIFT, new_handwriting, warm_region
+from mlstack.monitor.shifts import WARM_REGION_SHIFT, new_handwriting, warm_region
 from tests.helpers import make_wine_frame, scoring_requests
 
 WINE = PROFILES["wine"]

@@ -13,8 +13,8 @@ import pytest
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES
+from mlstack.monitor.simulate import log_offline
 from mlstack.settings import Settings
-from mlstack.simulate import log_offline
 from tests.helpers import make_wine_frame, point_mlflow_at, run_entry, store_client, write_uci_csv
 
 pytestmark = pytest.mark.slow  # trains a model, runs the command

@@ -235,8 +235,8 @@ def test_monitoring_reports_the_latest_check_of_the_served_version(
     servers, served_settings, tmp_path
 ) -> None:
     from mlstack.monitor.run import monitor
+    from mlstack.monitor.simulate import log_offline
     from mlstack.serving.model import latest_check
-    from mlstack.simulate import log_offline
 
     _, _, model = servers
     client = mlflow.MlflowClient(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlstack import envfile
+from mlstack.entrypoints import envfile
 from tests.helpers import PROJ_ROOT, compose_binary
 
 BIN = Path(sys.executable).parent

@@ -1,12 +1,12 @@
 """Send simulated traffic to a running model server, in-distribution first, then shifted, so a
-person can watch the monitoring loop work (`python -m mlstack.simulate`).
+person can watch the monitoring loop work (`python -m mlstack.monitor.simulate`).
 
-    python -m mlstack.simulate --kind wine --clean 200 --shifted 200 --labels-out labels.csv
+    python -m mlstack.monitor.simulate --kind wine --clean 200 --shifted 200 --labels-out labels.csv
 
 Wine rows are drawn (seeded) from the wine data; shifted ones are the same kind of rows moved
-to a warmer region (mlstack.shifts.warm_region). Digits are the held-out images of the default
-training split (scikit-learn's 8x8 set, seed 42); shifted ones are redrawn in a new hand
-(mlstack.shifts.new_handwriting). `--labels-out` writes each answered request's id with its
+to a warmer region (mlstack.monitor.shifts.warm_region). Digits are the held-out images of the
+default training split (scikit-learn's 8x8 set, seed 42); shifted ones are redrawn in a new hand
+(mlstack.monitor.shifts.new_handwriting). `--labels-out` writes each answered request's id with its
 true label, the feedback a retraining needs (python -m mlstack.pipelines).
 """
 
@@ -25,7 +25,7 @@ import pandas as pd
 from mlstack import cli
 from mlstack.errors import UsageError
 
-PROG = "python -m mlstack.simulate"
+PROG = "python -m mlstack.monitor.simulate"
 KINDS = ("wine", "digits")
 DIGITS_SPLIT = {"test_size": 0.2, "seed": 42}  # the digits training defaults
 
@@ -48,8 +48,8 @@ class Traffic:
 def wine_rows(data: str | None, n: int, seed: int, shifted: bool) -> pd.DataFrame:
     """`n` wine rows (features and quality), drawn with replacement; shifted if asked."""
     from mlstack.data import load_wine
+    from mlstack.monitor.shifts import warm_region
     from mlstack.settings import get_settings
-    from mlstack.shifts import warm_region
 
     wine = load_wine(data, get_settings())
     rows = wine.frame.sample(n, replace=True, random_state=seed).reset_index(drop=True)
@@ -59,7 +59,7 @@ def wine_rows(data: str | None, n: int, seed: int, shifted: bool) -> pd.DataFram
 def digit_images(n: int, seed: int, shifted: bool) -> tuple[np.ndarray, np.ndarray]:
     """`n` held-out digit images (n, 8, 8, 1) and their labels; redrawn in a new hand if asked."""
     from mlstack.data import load_digits_data
-    from mlstack.shifts import new_handwriting
+    from mlstack.monitor.shifts import new_handwriting
 
     held_out = load_digits_data(None, **DIGITS_SPLIT)
     pick = np.random.default_rng(seed).integers(0, len(held_out.x_test), n)

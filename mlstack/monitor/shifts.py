@@ -1,7 +1,8 @@
 """Deterministic, documented distribution shifts to test drift monitoring against.
 
 Neither shift is downloaded: both are made from data this project already has, the same way
-for the same seed, so tests and the simulator (`python -m mlstack.simulate`) can rely on them.
+for the same seed, so tests and the simulator (`python -m mlstack.monitor.simulate`) can rely
+on them.
 
 - `warm_region(frame)`: wines of a warmer growing region. Riper, healthier grapes at harvest
   mean more sugar to ferment, so more alcohol (+1.2 % vol) and a lower density

@@ -1,4 +1,6 @@
-"""The dev image's entry point: sshd (key only) and JupyterLab (`python -m mlstack.devcontainer`).
+"""The dev image's entry point: sshd (key only) and JupyterLab.
+
+Run as `python -m mlstack.entrypoints.devcontainer`.
 
 At every start, as root inside the container:
 1. host keys: made once into /etc/ssh/host-keys (a volume), never baked into the image;
@@ -158,7 +160,9 @@ def serve(env: Mapping[str, str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the dev image."""
-    parser = argparse.ArgumentParser(prog="python -m mlstack.devcontainer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m mlstack.entrypoints.devcontainer", description=__doc__
+    )
     parser.parse_args(argv)
 
     def body() -> int:

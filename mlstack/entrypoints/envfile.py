@@ -1,6 +1,6 @@
 """Write `.env` from `.env.example`, replacing every CHANGE_ME with a fresh random secret.
 
-    python3 -m mlstack.envfile [--example .env.example] [--out .env] [--force]
+    python3 -m mlstack.entrypoints.envfile [--example .env.example] [--out .env] [--force]
 
 Standard library only, so `make env` works before the virtual environment exists.
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 PLACEHOLDER = "CHANGE_ME"
-PROJ_ROOT = Path(__file__).resolve().parents[1]
+PROJ_ROOT = Path(__file__).resolve().parents[2]
 
 
 def secret_for(key: str) -> str:
@@ -49,8 +49,8 @@ def write(example: Path, out: Path, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python3 -m mlstack.envfile` (used by `make env`)."""
-    p = argparse.ArgumentParser(prog="python3 -m mlstack.envfile", description=__doc__)
+    """Entry point of `python3 -m mlstack.entrypoints.envfile` (used by `make env`)."""
+    p = argparse.ArgumentParser(prog="python3 -m mlstack.entrypoints.envfile", description=__doc__)
     p.add_argument("--example", type=Path, default=PROJ_ROOT / ".env.example")
     p.add_argument("--out", type=Path, default=PROJ_ROOT / ".env")
     p.add_argument("--force", action="store_true", help="replace an existing file")
