@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import random
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mlstack.polling import poll_until
 from mlstack.stack.config import GRPC_OFFSET, HOST, StackError, write_private
 
 
@@ -107,11 +107,7 @@ def wait_healthy(
     check: Callable[[], str | None], timeout_s: float, what: str, log_file: Path
 ) -> None:
     """Poll `check` (None = healthy, else the latest problem) until healthy or `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    problem = "no answer yet"
-    while time.monotonic() < deadline:
-        problem = check() or ""
-        if not problem:
-            return
-        time.sleep(0.25)
+    problem = poll_until(lambda: check() or None, timeout_s)
+    if problem is None:
+        return
     raise StackError(f"{what} not healthy after {timeout_s:.0f}s ({problem}); see {log_file}")
