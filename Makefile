@@ -31,7 +31,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
 	stack-up stack-down stack-status pipelines-up monitor simulate env bench-tracking \
-	bench-monitoring bench-serving bench-images image \
+	bench-monitoring bench-serving bench-images bench-startup image \
 	dev-image serve-image run serve test-quick client
 
 ## Show this help
@@ -123,6 +123,10 @@ bench-monitoring: $(STAMP)
 ## Build every image and print their sizes against the goals and build-docker's (needs Docker)
 bench-images: $(STAMP)
 	$(PY) -m benchmarks.images
+
+## Time `train.py --help` and `train_digits.py --help` against `python -c pass` (median, ratio)
+bench-startup: $(STAMP)
+	$(PY) -m benchmarks.startup
 
 ## Serve a model with our server on 127.0.0.1:8080 (MODEL=models:/wine@champion)
 serve: $(STAMP)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Light imports only: --help and a bad value answer before MLflow, scikit-learn or TensorFlow
+# load (tests/unit/test_imports.py; benchmarks/startup.py times it).
 from mlstack import cli
+from mlstack.params import WINE_EXPERIMENT, WineParams
 
 PROG = "train.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line (ranges are checked by WineParams.validate)."""
-    from mlstack.wine import EXPERIMENT, WineParams
-
     defaults = WineParams()
     p = cli.OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--alpha", type=float, default=defaults.alpha, help="regularisation, >= 0")
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--test-size", type=float, default=defaults.test_size, help="held-out fraction, (0, 1)"
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="random seed for split and fit")
-    cli.add_run_flags(p, experiment=EXPERIMENT, better="its rmse beats the champion's")
+    cli.add_run_flags(p, experiment=WINE_EXPERIMENT, better="its rmse beats the champion's")
     return p.parse_args(argv)
 
 
@@ -43,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, train, print the run id, metrics and where to look."""
     cli.quiet_third_party_logs()
     args = parse_args(argv)
-    from mlstack import wine
-
-    params = wine.WineParams(
+    params = WineParams(
         alpha=args.alpha, l1_ratio=args.l1_ratio, test_size=args.test_size, seed=args.seed
     )
+    params.validate()
+    from mlstack import wine  # the heavy part: MLflow and scikit-learn
+
     return cli.train_main(wine.train, params, args)
 
 

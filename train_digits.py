@@ -10,15 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Light imports only: --help and a bad value answer before MLflow, scikit-learn or TensorFlow
+# load (tests/unit/test_imports.py; benchmarks/startup.py times it).
 from mlstack import cli
+from mlstack.params import DIGITS_EXPERIMENT, DigitsParams
 
 PROG = "train_digits.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line (ranges are checked by DigitsParams.validate)."""
-    from mlstack.digits import EXPERIMENT, DigitsParams
-
     defaults = DigitsParams()
     p = cli.OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs, >= 1")
@@ -38,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="held-out fraction for the 8x8 set or an .npz holding only x, y",
     )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed for split, init, shuffle")
-    cli.add_run_flags(p, experiment=EXPERIMENT, better="it is more accurate than the champion")
+    cli.add_run_flags(
+        p, experiment=DIGITS_EXPERIMENT, better="it is more accurate than the champion"
+    )
     return p.parse_args(argv)
 
 
@@ -46,15 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, train, print the run id, metrics and where to look."""
     cli.quiet_third_party_logs()
     args = parse_args(argv)
-    from mlstack import digits
-
-    params = digits.DigitsParams(
+    params = DigitsParams(
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         test_size=args.test_size,
         seed=args.seed,
     )
+    params.validate()
+    from mlstack import digits  # the heavy part: MLflow and TensorFlow
+
     return cli.train_main(digits.train, params, args)
 
 

@@ -31,12 +31,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def quiet_third_party_logs() -> None:
-    """Keep TensorFlow's C++ banner and MLflow's chatter out of the way of our progress lines."""
+    """Keep TensorFlow's C++ banner and MLflow's chatter out of the way of our progress lines.
+
+    Call it first thing in an entry point. Importing mlflow re-levels its own logger from
+    MLFLOW_LOGGING_LEVEL (INFO when unset), so a level set here before that import is undone;
+    the variable holds for the import and for child processes. A value you export wins.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    mlflow_level = os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING").upper()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3", "absl", "matplotlib", "httpx", "httpcore"):
+    for noisy in ("alembic", "urllib3", "absl", "matplotlib", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(mlflow_level)  # for when mlflow is imported already
 
 
 def _is_mlflow_error(exc: BaseException) -> bool:

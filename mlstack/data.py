@@ -6,12 +6,15 @@ Every problem a user can fix raises `UsageError` with the source, the problem an
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import itertools
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -40,6 +43,8 @@ BUILTIN_DIGITS = "sklearn.datasets.load_digits"  # the digits' data_source when 
 MIN_ROWS = 10  # below this a train/test split and any metric are meaningless
 
 DATA_FIX = "pass --data PATH_OR_URL or set MLSTACK_WINE_DATA"
+CSV_SEPARATORS = ";,"  # what csv_separator chooses between
+SNIFF_LINES = 20  # the lines csv_separator reads: a header and enough rows to be sure
 
 
 @dataclass(frozen=True)
@@ -94,58 +99,73 @@ def download(url: str, dest: Path, *, retries: int = 3, timeout_s: float = 30.0)
     Returns:
         `dest`.
     """
-    import requests
-    from tqdm import tqdm
-
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    last_problem = ""
+    problem = ""
     for attempt in range(1, retries + 1):
-        try:
-            with requests.get(url, stream=True, timeout=timeout_s) as resp:
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    last_problem = f"HTTP {resp.status_code}"
-                elif resp.status_code >= 400:
-                    raise UsageError(
-                        f"cannot download {url}: HTTP {resp.status_code}; "
-                        f"check the URL or {DATA_FIX} with a local file"
-                    )
-                else:
-                    total = int(resp.headers.get("content-length") or 0) or None
-                    with (
-                        open(part, "wb") as out,
-                        tqdm(
-                            total=total,
-                            unit="B",
-                            unit_scale=True,
-                            desc=f"downloading {dest.name}",
-                            disable=None,  # no bar when stderr is not a terminal
-                        ) as bar,
-                    ):
-                        for chunk in resp.iter_content(chunk_size=1 << 16):
-                            out.write(chunk)
-                            bar.update(len(chunk))
-                    os.replace(part, dest)
-                    return dest
-        except requests.RequestException as exc:
-            last_problem = _network_reason(exc)
-        finally:
-            part.unlink(missing_ok=True)
+        problem = _download_once(url, dest, timeout_s)
+        if problem is None:
+            return dest
         if attempt < retries:
             delay = 0.5 * 2 ** (attempt - 1)
             log.warning(
                 "download of %s failed (%s); retry %d/%d in %.1fs",
                 url,
-                last_problem,
+                problem,
                 attempt,
                 retries - 1,
                 delay,
             )
             time.sleep(delay)
     raise UsageError(
-        f"cannot download {url} after {retries} attempts ({last_problem}); "
+        f"cannot download {url} after {retries} attempts ({problem}); "
         f"check the network or {DATA_FIX} with a local file"
     )
+
+
+def _download_once(url: str, dest: Path, timeout_s: float) -> str | None:
+    """One attempt: None once `dest` is complete, else the transient problem in a few words.
+
+    Raises UsageError for an HTTP client error (4xx but 429): retrying cannot fix it.
+    """
+    import requests
+
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with requests.get(url, stream=True, timeout=timeout_s) as resp:
+            if resp.status_code == 429 or resp.status_code >= 500:
+                return f"HTTP {resp.status_code}"
+            if resp.status_code >= 400:
+                raise UsageError(
+                    f"cannot download {url}: HTTP {resp.status_code}; "
+                    f"check the URL or {DATA_FIX} with a local file"
+                )
+            _save_body(resp, part, label=dest.name)
+            os.replace(part, dest)
+            return None
+    except requests.RequestException as exc:
+        return _network_reason(exc)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _save_body(resp: Any, part: Path, *, label: str) -> None:
+    """Stream a `requests` response's body to `part`, with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    total = int(resp.headers.get("content-length") or 0) or None
+    with (
+        open(part, "wb") as out,
+        tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=f"downloading {label}",
+            disable=None,  # no bar when stderr is not a terminal
+        ) as bar,
+    ):
+        for chunk in resp.iter_content(chunk_size=1 << 16):
+            out.write(chunk)
+            bar.update(len(chunk))
 
 
 def _network_reason(exc: Exception) -> str:
@@ -188,11 +208,23 @@ def fetch(source: str, settings: Settings) -> Path:
     return path
 
 
-def _sniff_separator(path: Path) -> str:
-    """The UCI file is `;`-separated; exports from other tools are usually `,`."""
+def csv_separator(text: str) -> str:
+    """The field separator of CSV text, `;` or `,`, as csv.Sniffer reads its first lines.
+
+    The UCI wine file is `;`-separated with a quoted header; pandas, spreadsheets and most other
+    tools export `,`. Returns `,` when the sample does not tell (one column, empty, not text).
+    """
+    sample = "\n".join(text.splitlines()[:SNIFF_LINES])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=CSV_SEPARATORS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _file_separator(path: Path) -> str:
+    """csv_separator of a file's first lines."""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        header = fh.readline()
-    return ";" if header.count(";") > header.count(",") else ","
+        return csv_separator("".join(itertools.islice(fh, SNIFF_LINES)))
 
 
 def read_wine_csv(path: Path, source: str | None = None) -> pd.DataFrame:
@@ -204,7 +236,7 @@ def read_wine_csv(path: Path, source: str | None = None) -> pd.DataFrame:
     origin = source or str(path)
     try:
         # keep_default_na=False keeps "n/a" or "" as text, so an error can quote the raw cell.
-        frame = pd.read_csv(path, sep=_sniff_separator(path), keep_default_na=False)
+        frame = pd.read_csv(path, sep=_file_separator(path), keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(

@@ -7,21 +7,20 @@ logged with MLflow's tensorflow flavor so it loads through `mlflow.pyfunc` with 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
+import mlflow
 import numpy as np
 
-from mlstack import registry, tracking
+from mlstack import registry, tracking, training
 from mlstack.data import NUM_DIGIT_CLASSES, DigitsData, load_digits_data
-from mlstack.errors import UsageError
+from mlstack.params import DIGITS_EXPERIMENT, DigitsParams  # callers use digits.DigitsParams
 from mlstack.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "digits"
+EXPERIMENT = DIGITS_EXPERIMENT
 MODEL_ARTIFACT = "model"
 PROMOTION = registry.PromotionRule(metric="test_accuracy", greater_is_better=True)
 
@@ -31,37 +30,6 @@ DROPOUT = 0.3
 VALIDATION_SPLIT = 0.1
 
 MODEL_REQUIREMENTS = ("mlflow", "tensorflow-cpu", "keras", "numpy")
-
-
-@dataclass(frozen=True)
-class DigitsParams:
-    """Hyper-parameters and split of one digits run."""
-
-    epochs: int = 15
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    test_size: float = 0.2
-    seed: int = 42
-
-    def validate(self) -> None:
-        """Raise UsageError naming the first out-of-range value and the accepted range."""
-        if self.epochs < 1:
-            raise UsageError(f"--epochs must be >= 1, got {self.epochs}; e.g. --epochs 15")
-        if self.batch_size < 1:
-            raise UsageError(
-                f"--batch-size must be >= 1, got {self.batch_size}; e.g. --batch-size 32"
-            )
-        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
-            raise UsageError(
-                f"--learning-rate must be > 0, got {self.learning_rate}; e.g. --learning-rate 0.001"
-            )
-        if not 0 < self.test_size < 1:
-            raise UsageError(
-                f"--test-size must be a fraction in (0, 1), got {self.test_size}; "
-                "e.g. --test-size 0.2"
-            )
-        if self.seed < 0:
-            raise UsageError(f"--seed must be >= 0, got {self.seed}; e.g. --seed 42")
 
 
 def build_model(image_shape: tuple[int, int, int], learning_rate: float):
@@ -99,7 +67,6 @@ def make_deterministic(seed: int) -> None:
 def _epoch_logger():
     """A Keras callback that logs each epoch's loss/accuracy as MLflow step metrics."""
     import keras
-    import mlflow
 
     class EpochMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -157,82 +124,97 @@ def train(
     Returns:
         The finished run's id, metrics, model URI and (with `register_as`) the promotion decision.
     """
-    settings = tracking.check_training_input(params, register_as, settings)
-    digits: DigitsData = load_digits_data(data, test_size=params.test_size, seed=params.seed)
-    labelled = 0
-    if extra is not None and len(extra[0]):
-        images, labels = extra
-        labelled = len(images)
-        digits = digits.with_labelled(images, labels, test_size=params.test_size, seed=params.seed)
 
-    import mlflow
-    import mlflow.tensorflow
-    from mlflow.models import infer_signature
+    def prepare(settings: Settings) -> training.Recipe:
+        digits = load_digits_data(data, test_size=params.test_size, seed=params.seed)
+        labelled = 0
+        if extra is not None and len(extra[0]):
+            images, labels = extra
+            labelled = len(images)
+            digits = digits.with_labelled(
+                images, labels, test_size=params.test_size, seed=params.seed
+            )
+        return _recipe(params, digits, experiment, labelled, verbose)
 
+    return training.train(params, prepare, register_as=register_as, tags=tags, settings=settings)
+
+
+def _recipe(
+    params: DigitsParams, digits: DigitsData, experiment: str, labelled: int, verbose: int
+) -> training.Recipe:
+    """How a digits run builds, fits, scores and logs its CNN on the loaded split."""
+
+    def build():
+        make_deterministic(params.seed)
+        return build_model(digits.image_shape, params.learning_rate)
+
+    def scores(model) -> dict[str, float]:
+        test_loss, test_accuracy = model.evaluate(digits.x_test, digits.y_test, verbose=0)
+        return {"test_loss": float(test_loss), "test_accuracy": float(test_accuracy)}
+
+    return training.Recipe(
+        experiment=experiment,
+        entry_point="digits",
+        run_name=f"cnn-epochs{params.epochs}-lr{params.learning_rate:g}",
+        params={
+            **asdict(params),
+            "data_source": digits.source,
+            "n_train": len(digits.x_train),
+            "image_shape": "x".join(map(str, digits.image_shape)),
+            "labelled_rows": labelled,
+        },
+        build=build,
+        fit=lambda model: _fit(model, digits, params, verbose),
+        evaluate=scores,
+        log_extras=lambda model, metrics: _log_extras(model, digits, metrics),
+        log_model=lambda model: _log_model(model, digits),
+        rule=PROMOTION,
+        score=lambda champion: accuracy(champion, digits.x_test, digits.y_test),
+    )
+
+
+def _fit(model: Any, digits: DigitsData, params: DigitsParams, verbose: int) -> Any:
+    """Fit the CNN on the training split, logging each epoch's metrics as steps."""
+    model.fit(
+        digits.x_train,
+        digits.y_train,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        validation_split=VALIDATION_SPLIT,
+        shuffle=True,
+        callbacks=[_epoch_logger()],
+        verbose=verbose,
+    )
+    return model
+
+
+def _log_extras(model: Any, digits: DigitsData, metrics: dict[str, float]) -> None:
+    """Log the confusion matrix and the held-out split as the drift reference."""
     from mlstack.monitor.profiles import PROFILES
     from mlstack.monitor.reference import log_reference
 
-    tracking.configure_tracking(settings)
-    make_deterministic(params.seed)
-    model = build_model(digits.image_shape, params.learning_rate)
+    probabilities = model.predict(digits.x_test, verbose=0)
+    mlflow.log_figure(
+        confusion_figure(digits.y_test, probabilities.argmax(axis=1)),
+        "plots/confusion_matrix.png",
+    )
+    profile = PROFILES["digits"]
+    reference = profile.reference(digits.x_test, probabilities, digits.y_test)
+    log_reference(profile, reference, metrics["test_accuracy"])
 
-    run_name = f"cnn-epochs{params.epochs}-lr{params.learning_rate:g}"
-    with tracking.tracked_run(experiment, settings, entry_point="digits", run_name=run_name) as run:
-        tracking.log_params_once(
-            {
-                **asdict(params),
-                "data_source": digits.source,
-                "n_train": len(digits.x_train),
-                "image_shape": "x".join(map(str, digits.image_shape)),
-                "labelled_rows": labelled,
-            }
-        )
-        mlflow.set_tags(tags or {})
-        started = time.perf_counter()
-        model.fit(
-            digits.x_train,
-            digits.y_train,
-            epochs=params.epochs,
-            batch_size=params.batch_size,
-            validation_split=VALIDATION_SPLIT,
-            shuffle=True,
-            callbacks=[_epoch_logger()],
-            verbose=verbose,
-        )
-        fit_s = time.perf_counter() - started
-        test_loss, test_accuracy = model.evaluate(digits.x_test, digits.y_test, verbose=0)
-        metrics = {
-            "test_loss": float(test_loss),
-            "test_accuracy": float(test_accuracy),
-            "fit_seconds": fit_s,
-        }
-        mlflow.log_metrics(metrics)
-        probabilities = model.predict(digits.x_test, verbose=0)
-        mlflow.log_figure(
-            confusion_figure(digits.y_test, probabilities.argmax(axis=1)),
-            "plots/confusion_matrix.png",
-        )
-        profile = PROFILES["digits"]
-        log_reference(
-            profile, profile.reference(digits.x_test, probabilities, digits.y_test), test_accuracy
-        )
-        import keras
 
-        keras.utils.disable_interactive_logging()  # MLflow's example checks would draw bars
-        sample = digits.x_train[:5]
-        info = mlflow.tensorflow.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=infer_signature(sample, model.predict(sample, verbose=0)),
-            input_example=digits.x_train[:2],
-            pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
-        )
-        decision = registry.register_if_asked(
-            info.model_uri,
-            register_as,
-            run_id=run.info.run_id,
-            metrics=metrics,
-            rule=PROMOTION,
-            score=lambda champion: accuracy(champion, digits.x_test, digits.y_test),
-        )
-    return tracking.TrainResult.of(run, metrics, info.model_uri, decision)
+def _log_model(model: Any, digits: DigitsData) -> Any:
+    """Log the CNN with the tensorflow flavor, a tensor signature and pinned requirements."""
+    import keras
+    import mlflow.tensorflow
+    from mlflow.models import infer_signature
+
+    keras.utils.disable_interactive_logging()  # MLflow's example checks would draw bars
+    sample = digits.x_train[:5]
+    return mlflow.tensorflow.log_model(
+        model,
+        name=MODEL_ARTIFACT,
+        signature=infer_signature(sample, model.predict(sample, verbose=0)),
+        input_example=digits.x_train[:2],
+        pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
+    )

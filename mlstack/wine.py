@@ -6,54 +6,29 @@
 from __future__ import annotations
 
 import logging
-import math
-import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 
-from mlstack import registry, tracking
+from mlstack import registry, tracking, training
 from mlstack.data import WINE_TARGET, WineData, is_url, load_wine
 from mlstack.errors import UsageError
+from mlstack.params import WINE_EXPERIMENT, WineParams  # WineParams: callers use wine.WineParams
 from mlstack.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "wine"
+EXPERIMENT = WINE_EXPERIMENT
 MODEL_ARTIFACT = "model"
 PROMOTION = registry.PromotionRule(metric="rmse", greater_is_better=False)
 ELASTICNET_MAX_ITER = 10_000  # the default 1,000 stops short for small alphas on this data
 
 # What a served wine model needs (see tracking.pinned_requirements).
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "skops")  # skops: the format
-
-
-@dataclass(frozen=True)
-class WineParams:
-    """Hyper-parameters and split of one wine run."""
-
-    alpha: float = 0.5
-    l1_ratio: float = 0.5
-    test_size: float = 0.25
-    seed: int = 42
-
-    def validate(self) -> None:
-        """Raise UsageError naming the first out-of-range value and the accepted range."""
-        if not math.isfinite(self.alpha) or self.alpha < 0:
-            raise UsageError(f"--alpha must be a number >= 0, got {self.alpha}; e.g. --alpha 0.5")
-        if not 0 <= self.l1_ratio <= 1:
-            raise UsageError(
-                f"--l1-ratio must be within [0, 1], got {self.l1_ratio}; e.g. --l1-ratio 0.5"
-            )
-        if not 0 < self.test_size < 1:
-            raise UsageError(
-                f"--test-size must be a fraction in (0, 1), got {self.test_size}; "
-                "e.g. --test-size 0.25"
-            )
-        if self.seed < 0:
-            raise UsageError(f"--seed must be >= 0, got {self.seed}; e.g. --seed 42")
 
 
 def split(data: WineData, params: WineParams) -> tuple[pd.DataFrame, ...]:
@@ -67,17 +42,21 @@ def split(data: WineData, params: WineParams) -> tuple[pd.DataFrame, ...]:
     )
 
 
-def fit(x_train: pd.DataFrame, y_train: pd.Series, params: WineParams):
-    """Fit the ElasticNet. Returns the fitted scikit-learn estimator."""
+def build_model(params: WineParams):
+    """The unfitted ElasticNet for `params` (a scikit-learn estimator)."""
     from sklearn.linear_model import ElasticNet
 
-    model = ElasticNet(
+    return ElasticNet(
         alpha=params.alpha,
         l1_ratio=params.l1_ratio,
         random_state=params.seed,
         max_iter=ELASTICNET_MAX_ITER,
     )
-    return model.fit(x_train, y_train)
+
+
+def fit(x_train: pd.DataFrame, y_train: pd.Series, params: WineParams):
+    """Fit the ElasticNet. Returns the fitted scikit-learn estimator."""
+    return build_model(params).fit(x_train, y_train)
 
 
 def evaluate(model, x: pd.DataFrame, y: pd.Series) -> dict[str, float]:
@@ -130,61 +109,85 @@ def train(
     Returns:
         The finished run's id, metrics, model URI and (with `register_as`) the promotion decision.
     """
-    import mlflow
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
 
-    from mlstack.monitor.profiles import PROFILES
-    from mlstack.monitor.reference import log_reference
+    def prepare(settings: Settings) -> training.Recipe:
+        return _recipe(params, _load(params, data, extra, settings), experiment, extra)
 
-    settings = tracking.check_training_input(params, register_as, settings)
+    return training.train(params, prepare, register_as=register_as, tags=tags, settings=settings)
+
+
+def _load(
+    params: WineParams, data: str | None, extra: pd.DataFrame | None, settings: Settings
+) -> tuple[WineData, tuple[pd.DataFrame, ...]]:
+    """The wine table (plus `extra`) and its train/test split; UsageError for an empty part."""
     wine = load_wine(data, settings)
     if extra is not None and len(extra):
         wine = wine.with_labelled(extra)
-    x_train, x_test, y_train, y_test = split(wine, params)
+    parts = split(wine, params)
+    x_train, x_test = parts[0], parts[1]
     if len(x_test) == 0 or len(x_train) < 2:
         raise UsageError(f"--test-size {params.test_size} leaves an empty split; use 0.1-0.5")
-    tracking.configure_tracking(settings)
+    return wine, parts
 
-    run_name = f"elasticnet-alpha{params.alpha:g}-l1ratio{params.l1_ratio:g}"
-    with tracking.tracked_run(experiment, settings, entry_point="main", run_name=run_name) as run:
-        started = time.perf_counter()
-        model = fit(x_train, y_train, params)
-        fit_s = time.perf_counter() - started
+
+def _recipe(
+    params: WineParams,
+    loaded: tuple[WineData, tuple[pd.DataFrame, ...]],
+    experiment: str,
+    extra: pd.DataFrame | None,
+) -> training.Recipe:
+    """How a wine run fits, scores and logs its ElasticNet on the loaded split."""
+    wine, (x_train, x_test, y_train, y_test) = loaded
+
+    def scores(model) -> dict[str, float]:
         metrics = evaluate(model, x_test, y_test)
         metrics["train_rmse"] = evaluate(model, x_train, y_train)["rmse"]
-        metrics["fit_seconds"] = fit_s
+        return metrics
 
-        labelled = 0 if extra is None else len(extra)
-        tracking.log_params_once(
-            {**asdict(params), "data_source": wine.source, "n_train": len(x_train),
-             "labelled_rows": labelled}
-        )  # fmt: skip
-        mlflow.set_tags(tags or {})
-        mlflow.log_metrics(metrics)
+    def log_extras(model, metrics: dict[str, float]) -> None:
+        from mlstack.monitor.profiles import PROFILES
+        from mlstack.monitor.reference import log_reference
+
         _log_dataset(wine)
         predicted = model.predict(x_test)
         mlflow.log_figure(residuals_figure(y_test, predicted), "plots/predicted_vs_actual.png")
         profile = PROFILES["wine"]
-        log_reference(
-            profile, profile.reference(x_test, predicted, y_test), metrics["rmse"], x_train
-        )
-        info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=infer_signature(x_train, model.predict(x_train)),
-            input_example=x_train.head(3),
-            pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
-        )
-        decision = registry.register_if_asked(
-            info.model_uri,
-            register_as,
-            run_id=run.info.run_id,
-            metrics=metrics,
-            rule=PROMOTION,
-            score=lambda champion: evaluate(champion, x_test, y_test)[PROMOTION.metric],
-        )
-    return tracking.TrainResult.of(run, metrics, info.model_uri, decision)
+        reference = profile.reference(x_test, predicted, y_test)
+        log_reference(profile, reference, metrics["rmse"], x_train)
+
+    return training.Recipe(
+        experiment=experiment,
+        entry_point="main",
+        run_name=f"elasticnet-alpha{params.alpha:g}-l1ratio{params.l1_ratio:g}",
+        params={
+            **asdict(params),
+            "data_source": wine.source,
+            "n_train": len(x_train),
+            "labelled_rows": 0 if extra is None else len(extra),
+        },
+        build=lambda: build_model(params),
+        fit=lambda model: model.fit(x_train, y_train),
+        evaluate=scores,
+        log_extras=log_extras,
+        log_model=lambda model: _log_model(model, x_train),
+        rule=PROMOTION,
+        score=lambda champion: evaluate(champion, x_test, y_test)[PROMOTION.metric],
+    )
+
+
+def _log_model(model: Any, x_train: pd.DataFrame) -> Any:
+    """Log the ElasticNet with the sklearn flavor, a signature, an example and pinned
+    requirements."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    return mlflow.sklearn.log_model(
+        model,
+        name=MODEL_ARTIFACT,
+        signature=infer_signature(x_train, model.predict(x_train)),
+        input_example=x_train.head(3),
+        pip_requirements=tracking.pinned_requirements(MODEL_REQUIREMENTS),
+    )
 
 
 def _log_dataset(wine: WineData) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlstack.data import csv_separator  # the one separator rule, shared with training's loader
+
 BATCH_ROWS = 1000  # rows per request: well under the server's 5 MB body limit
 GRID = 8  # the digits model's image side
 
@@ -62,9 +64,8 @@ def read_csv(data: bytes, features: list[Feature]) -> pd.DataFrame:
     text = data.decode("utf-8-sig", errors="replace")
     if not text.strip():
         raise ValueError("The CSV is empty.")
-    sep = ";" if text.splitlines()[0].count(";") > text.splitlines()[0].count(",") else ","
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep)
+        frame = pd.read_csv(io.StringIO(text), sep=csv_separator(text))
     except (pd.errors.ParserError, UnicodeError) as exc:
         raise ValueError(f"The file is not a readable CSV ({exc}).") from exc
     frame.columns = [str(c).strip() for c in frame.columns]

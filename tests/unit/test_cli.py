@@ -99,6 +99,19 @@ def test_promote_refuses_unknown_model_and_version(cli_env: dict, settings: Sett
     assert ok.stdout.strip() == "wine@prod now points at v1 (was unset)"
 
 
+def test_training_on_a_new_store_prints_no_mlflow_chatter(
+    cli_env: dict, settings: Settings
+) -> None:
+    # MLflow logs "Creating initial MLflow database tables..." at INFO when it makes a store.
+    assert not (settings.store_dir / "mlflow.db").exists()
+    proc = run_entry(["train.py"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert (settings.store_dir / "mlflow.db").exists()
+    assert "Creating initial MLflow database tables" not in proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if " INFO mlflow" in line], proc.stderr
+    assert proc.stdout.splitlines()[0].startswith("run ")
+
+
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
 )

@@ -13,6 +13,7 @@ import pytest
 from mlstack.data import (
     WINE_FEATURES,
     cache_path_for,
+    csv_separator,
     fetch,
     load_digits_data,
     load_wine,
@@ -62,6 +63,28 @@ def test_fractional_quality_is_rejected(tmp_path: Path) -> None:
 def test_too_few_rows_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="has 5 rows; need at least 10"):
         read_wine_csv(write_uci_csv(make_wine_frame(5), tmp_path / "w.csv"))
+
+
+def _uci_text(rows: int = 5) -> str:
+    frame = make_wine_frame(rows)
+    header = ";".join(f'"{c}"' for c in frame.columns)
+    return header + "\n" + frame.to_csv(sep=";", index=False, header=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "separator"),
+    [
+        (_uci_text(), ";"),  # the UCI file: quoted header, `;`
+        (make_wine_frame(5).to_csv(index=False), ","),  # pandas' default export
+        (make_wine_frame(5).to_csv(sep=";", index=False), ";"),  # unquoted `;`
+        ("a;b\n1;2\n", ";"),
+        ("a,b\n", ","),  # a header alone
+        ("alcohol\n9.4\n", ","),  # one column: nothing to tell, the default
+        ("", ","),
+    ],
+)
+def test_csv_separator_reads_uci_and_common_exports(text: str, separator: str) -> None:
+    assert csv_separator(text) == separator
 
 
 @pytest.mark.parametrize(

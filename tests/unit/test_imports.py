@@ -1,14 +1,23 @@
-"""Importing the light parts of the library loads no heavy library: entry points answer
---help and bad arguments at once, and the package's docstring tells the truth."""
+"""Importing the light parts of the library loads no heavy library, and the training scripts
+answer --help and bad arguments before loading one: at once, as cli.py's docstring says."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import PROJ_ROOT
 
-LIGHT = ("mlstack", "mlstack.errors", "mlstack.settings", "mlstack.data", "mlstack.cli")
+LIGHT = (
+    "mlstack",
+    "mlstack.errors",
+    "mlstack.settings",
+    "mlstack.params",
+    "mlstack.data",
+    "mlstack.cli",
+)
 HEAVY = ("mlflow", "tensorflow", "keras", "sklearn")
 
 
@@ -22,3 +31,44 @@ def test_light_modules_import_no_heavy_library() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# Runs an entry script as `python SCRIPT ARGS` would, then reports which heavy libraries it
+# loaded, whatever way it exits (argparse exits through SystemExit).
+AFTER_SCRIPT = f"""
+import runpy, sys
+sys.argv = sys.argv[1:]
+code = 0
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("loaded:", sorted(m for m in {HEAVY + ("pandas",)!r} if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["train.py", "--help"], 0),
+        (["train.py", "--alpha", "-1"], 2),  # out of range: WineParams.validate
+        (["train.py", "--alpha", "abc"], 2),  # not a number: argparse
+        (["train_digits.py", "--help"], 0),
+        (["train_digits.py", "--epochs", "0"], 2),
+    ],
+)
+def test_entry_scripts_answer_help_and_bad_values_before_heavy_imports(
+    args: list[str], code: int
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", AFTER_SCRIPT, *args],
+        cwd=PROJ_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "loaded: []", proc.stderr
+    if code == 2:
+        assert proc.stderr.startswith(f"{args[0]}: error: "), proc.stderr
