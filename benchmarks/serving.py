@@ -67,7 +67,7 @@ def _all_workers_up(url: str, workers: int) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         text = requests.get(f"{url}/metrics", timeout=30).text
-        if re.search(rf"^mlstack_workers {workers}$", text, re.M):
+        if re.search(rf"^mlstack_workers {workers}(\.0)?$", text, re.M):
             return
         time.sleep(0.5)
     raise SystemExit(f"our server did not report {workers} workers within 180 s")

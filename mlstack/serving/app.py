@@ -1,6 +1,7 @@
-"""The ASGI app of one worker: MLflow's scoring protocol plus /ping, /health, /version,
-/metrics and /reload. Reload and merged metrics are the supervisor's (supervisor.py): the app
-asks it over its `control` link and answers what it says."""
+"""The ASGI app of one worker: MLflow's scoring protocol (POST /invocations) plus GET /ping,
+/health, /version, /schema, /monitoring, /metrics and POST /reload. Reload and the summed
+metrics are the supervisor's (supervisor.py): the app asks it over its `control` link and
+answers what it says."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -125,10 +127,38 @@ def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> tuple[Re
     return answer, len(predictions)
 
 
-def build_app(state: ServerState) -> Starlette:
-    """The Starlette app over `state` (see create_app for the usual way in)."""
+def _record(
+    state: ServerState,
+    request_id: str,
+    content_type: str,
+    body: bytes,
+    answer: Response,
+    rows: int | None,
+) -> Record:
+    """The prediction-log record of one answered request."""
+    model = state.model
+    response = bytes(answer.body).decode()
+    return Record(
+        request_id=request_id,
+        timestamp=time.time(),
+        model_name=model.name,
+        model_version=model.version,
+        run_id=model.run_id,
+        content_type=content_type,
+        request=body.decode("utf-8", errors="replace"),
+        response=response,
+        rows=rows if rows is not None else _count_predictions(response),
+    )  # fmt: skip
 
-    async def invocations(request: Request) -> Response:
+
+class _Routes:
+    """The route handlers over one ServerState."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def invocations(self, request: Request) -> Response:
+        state = self.state
         model = state.model  # one version for the whole request, whatever reloads meanwhile
         try:
             body = await _read_body(request, state.max_body_bytes)
@@ -142,11 +172,11 @@ def build_app(state: ServerState) -> Starlette:
         content_type = request.headers.get("content-type")
         if not content_type:
             # MLflow answers a missing Content-Type with a 500; it is the client's to fix.
-            return Response(
+            return _error(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
                 "This predictor needs a Content-Type: application/json, text/csv or "
                 "application/vnd.apache.parquet.",
-                415,
-                media_type="text/plain",
             )
         if state.predlog is not None and state.predlog.full:
             return _log_full()
@@ -155,66 +185,57 @@ def build_app(state: ServerState) -> Starlette:
             answer, rows = fast
         else:
             answer = await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
-            rows = None  # counted from the body below, only when it is logged
+            rows = None  # counted from the body, only when it is logged
         request_id = uuid.uuid4().hex
         answer.headers["X-Request-Id"] = request_id
         answer.headers["X-Model-Version"] = str(model.version)
         if state.predlog is not None and answer.status_code == 200:
-            response = bytes(answer.body).decode()
-            record = Record(
-                request_id=request_id,
-                timestamp=time.time(),
-                model_name=model.name,
-                model_version=model.version,
-                run_id=model.run_id,
-                content_type=content_type,
-                request=body.decode("utf-8", errors="replace"),
-                response=response,
-                rows=rows if rows is not None else _count_predictions(response),
-            )
             try:
-                state.predlog.put(record)
+                state.predlog.put(_record(state, request_id, content_type, body, answer, rows))
             except queue.Full:  # filled up while this request was predicting
                 return _log_full()
         return answer
 
-    async def ping(request: Request) -> Response:
+    async def ping(self, request: Request) -> Response:
         return Response("\n", media_type=JSON)  # what `mlflow models serve` answers
 
-    async def health(request: Request) -> Response:
-        worker = {"index": state.worker, "pid": os.getpid()}
-        return JSONResponse({"status": "ok", "model": state.model.describe(), "worker": worker})
+    async def health(self, request: Request) -> Response:
+        worker = {"index": self.state.worker, "pid": os.getpid()}
+        return JSONResponse(
+            {"status": "ok", "model": self.state.model.describe(), "worker": worker}
+        )
 
-    async def version(request: Request) -> Response:
-        return JSONResponse(state.model.describe())
+    async def version(self, request: Request) -> Response:
+        return JSONResponse(self.state.model.describe())
 
-    async def schema(request: Request) -> Response:
-        return JSONResponse(input_schema(state.model))
+    async def schema(self, request: Request) -> Response:
+        return JSONResponse(input_schema(self.state.model))
 
-    async def monitoring(request: Request) -> Response:
-        if state.latest_check is None:
+    async def monitoring(self, request: Request) -> Response:
+        if self.state.latest_check is None:
             return JSONResponse({"latest": None})
-        latest = await asyncio.to_thread(state.latest_check, state.model)
+        latest = await asyncio.to_thread(self.state.latest_check, self.state.model)
         return JSONResponse({"latest": latest})
 
-    async def metrics(request: Request) -> Response:
-        if state.control is not None:
-            _, text = await state.control.ask("metrics")  # every worker's counts, summed
+    async def metrics(self, request: Request) -> Response:
+        if self.state.control is not None:
+            _, text = await self.state.control.ask("metrics")  # every worker's counts, summed
         else:
-            text = state.metrics.render(state.model.describe())
+            text = self.state.metrics.render(self.state.model.describe())
         return Response(text, media_type="text/plain; version=0.0.4")
 
-    async def reload(request: Request) -> Response:
-        if state.control is None:
+    async def reload(self, request: Request) -> Response:
+        if self.state.control is None:
             return _error(
                 501,
                 "NOT_IMPLEMENTED",
                 "this app has no supervisor to reload through; run python -m mlstack.serving",
             )
-        status, answer = await state.control.ask("reload")  # all workers, or none
+        status, answer = await self.state.control.ask("reload")  # all workers, or none
         return JSONResponse(answer, status_code=status)
 
-    async def not_found(request: Request, exc: HTTPException) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
         code = "NOT_FOUND" if exc.status_code == 404 else "METHOD_NOT_ALLOWED"
         return _error(
             exc.status_code,
@@ -224,7 +245,8 @@ def build_app(state: ServerState) -> Starlette:
         )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        state = self.state
         if state.predlog is not None:
             state.predlog.start()
         if state.control is not None:
@@ -233,21 +255,25 @@ def build_app(state: ServerState) -> Starlette:
         if state.predlog is not None:
             await asyncio.to_thread(state.predlog.close)  # write what is queued
 
-    app = Starlette(
-        lifespan=lifespan,
+
+def build_app(state: ServerState) -> Starlette:
+    """The Starlette app over `state` (see create_app for the usual way in)."""
+    routes = _Routes(state)
+    return Starlette(
+        lifespan=routes.lifespan,
         routes=[
-            Route("/invocations", invocations, methods=["POST"]),
-            Route("/ping", ping, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/version", version, methods=["GET"]),
-            Route("/schema", schema, methods=["GET"]),
-            Route("/monitoring", monitoring, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/reload", reload, methods=["POST"]),
+            Route("/invocations", routes.invocations, methods=["POST"]),
+            Route("/ping", routes.ping, methods=["GET"]),
+            Route("/health", routes.health, methods=["GET"]),
+            Route("/version", routes.version, methods=["GET"]),
+            Route("/schema", routes.schema, methods=["GET"]),
+            Route("/monitoring", routes.monitoring, methods=["GET"]),
+            Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/reload", routes.reload, methods=["POST"]),
         ],
-        exception_handlers={HTTPException: not_found},
+        exception_handlers={HTTPException: routes.not_found},
+        middleware=[Middleware(_MetricsMiddleware, metrics=state.metrics)],
     )
-    return _MetricsMiddleware(app, state.metrics)  # type: ignore[return-value]
 
 
 def input_schema(model: ServedModel) -> dict[str, Any]:
@@ -305,9 +331,8 @@ def create_app(
 ) -> Starlette:
     """The app serving an already loaded `model`. A worker gets its `control` link to the
     supervisor (which runs reloads) and its `worker` index; without one, /reload answers 501
-    and /metrics counts this app alone (tests, embedding)."""
-    # What `mlflow models serve` sets: some flavors behave differently when serving.
-    os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+    and /metrics counts this app alone (tests, embedding). MLflow's serving flag
+    (_MLFLOW_IS_IN_SERVING_ENVIRONMENT) is the worker process's to set, not this app's."""
     state = ServerState(
         model=model,
         max_body_bytes=max_body_bytes,

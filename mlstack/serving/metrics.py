@@ -1,109 +1,148 @@
-"""Request counters and a latency histogram, rendered in Prometheus' text format.
+"""Request counters and a latency histogram (prometheus_client), rendered in Prometheus' text
+format.
 
-Per worker process; /metrics merges every worker's snapshot (see supervisor.py).
+Under the server every worker writes its counts to files in a private directory
+(prometheus_client's multiprocess mode; `metrics_dir` makes it, for one server start), and the
+supervisor renders them summed, with what only it knows: reloads, the model, live workers
+(`render_server`). An app without a supervisor (tests, embedding) renders its own counts.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections import Counter
-from typing import Any
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Seconds. Fine below 10 ms, where a healthy fast path lives.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# prometheus_client reads it when a worker creates its metrics (hence set before they start).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RELOAD_OUTCOMES = ("ok", "failed")
 
 
 class Metrics:
-    """Thread-safe counters for /metrics."""
+    """One app's counters: into its own registry, or the multiprocess files under a server."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.bucket_counts = [0] * (len(BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self.reloads: Counter[str] = Counter()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "mlstack_requests",
+            "Answered HTTP requests by path and status.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+        self._errors = Counter(
+            "mlstack_errors", "Requests answered with a 4xx or 5xx status.", registry=self.registry
+        )
+        self._latency = Histogram(
+            "mlstack_invocation_seconds",
+            "Time to answer /invocations.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        # labels() takes a lock and builds a key per call: the children, cached, cost less.
+        self._by_label: dict[tuple[str, int], Counter] = {}
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        with self._lock:
-            self.requests[(path, status)] += 1
-            if path == "/invocations":
-                self.bucket_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-                self.latency_sum += seconds
-                self.latency_count += 1
+        child = self._by_label.get((path, status))
+        if child is None:
+            child = self._by_label[(path, status)] = self._requests.labels(path, str(status))
+        child.inc()
+        if status >= 400:
+            self._errors.inc()
+        if path == "/invocations":
+            self._latency.observe(seconds)
 
-    def reloaded(self, outcome: str) -> None:
-        """Count a reload attempt ("ok" or "failed")."""
-        with self._lock:
-            self.reloads[outcome] += 1
+    def render(self, model: Mapping[str, object]) -> str:
+        """This app's counts alone, as Prometheus text (no supervisor: one worker, no reloads)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Without(self.registry, "_created"))  # as the server's files render
+        registry.register(_ServerFacts(model, workers=1, reloads={}))
+        return generate_latest(registry).decode()
 
-    def snapshot(self) -> dict[str, Any]:
-        """Everything counted, as plain data (sent between processes)."""
-        with self._lock:
-            return {
-                "requests": [[path, status, n] for (path, status), n in self.requests.items()],
-                "bucket_counts": list(self.bucket_counts),
-                "latency_sum": self.latency_sum,
-                "latency_count": self.latency_count,
-                "reloads": dict(self.reloads),
-            }
 
-    @classmethod
-    def merged(cls, snapshots: list[dict[str, Any]]) -> Metrics:
-        """The sum of several workers' snapshots."""
-        total = cls()
-        for snap in snapshots:
-            for path, status, n in snap["requests"]:
-                total.requests[(path, status)] += n
-            total.bucket_counts = [
-                a + b for a, b in zip(total.bucket_counts, snap["bucket_counts"], strict=True)
-            ]
-            total.latency_sum += snap["latency_sum"]
-            total.latency_count += snap["latency_count"]
-            total.reloads.update(snap["reloads"])
-        return total
+def render_server(
+    directory: Path, model: Mapping[str, object], workers: int, reloads: Mapping[str, int]
+) -> str:
+    """The server's /metrics: every worker's counts in `directory` summed, then the reloads,
+    the model being served and the live workers (the supervisor's)."""
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=str(directory))
+    registry.register(_ServerFacts(model, workers, reloads))
+    return generate_latest(registry).decode()
 
-    def render(self, model: dict[str, object], workers: int = 1) -> str:
-        """The Prometheus text exposition of everything counted so far."""
-        with self._lock:
-            lines = [
-                "# HELP mlstack_requests_total Answered HTTP requests by path and status.",
-                "# TYPE mlstack_requests_total counter",
-            ]
-            for (path, status), n in sorted(self.requests.items()):
-                lines.append(f'mlstack_requests_total{{path="{path}",status="{status}"}} {n}')
-            lines += [
-                "# HELP mlstack_errors_total Requests answered with a 4xx or 5xx status.",
-                "# TYPE mlstack_errors_total counter",
-                f"mlstack_errors_total {sum(n for (_, s), n in self.requests.items() if s >= 400)}",
-                "# HELP mlstack_invocation_seconds Time to answer /invocations.",
-                "# TYPE mlstack_invocation_seconds histogram",
-            ]
-            cumulative = 0
-            for bound, n in zip((*BUCKETS, float("inf")), self.bucket_counts, strict=True):
-                cumulative += n
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'mlstack_invocation_seconds_bucket{{le="{le}"}} {cumulative}')
-            lines += [
-                f"mlstack_invocation_seconds_sum {self.latency_sum}",
-                f"mlstack_invocation_seconds_count {self.latency_count}",
-                "# HELP mlstack_reloads_total Model reload attempts by outcome.",
-                "# TYPE mlstack_reloads_total counter",
-            ]
-            for outcome in ("ok", "failed"):
-                count = self.reloads[outcome]
-                lines.append(f'mlstack_reloads_total{{outcome="{outcome}"}} {count}')
-        labels = ",".join(
-            f'{k}="{v}"' for k, v in model.items() if k in ("name", "version", "alias") and v
+
+def worker_gone(directory: Path, pid: int) -> None:
+    """prometheus_client's bookkeeping for a dead worker (its counts stay in the sums)."""
+    mark_process_dead(pid, str(directory))
+
+
+@contextlib.contextmanager
+def metrics_dir() -> Iterator[Path]:
+    """A private directory for one server start's multiprocess metrics, named in the
+    environment the workers inherit while it lasts; removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="mlstack-metrics-"))
+    before = os.environ.get(MULTIPROC_ENV)
+    # prometheus_client takes the directory only from the environment, in each worker.
+    os.environ[MULTIPROC_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Without:
+    """A registry's metrics less the samples whose names end in `suffix`."""
+
+    def __init__(self, registry: CollectorRegistry, suffix: str) -> None:
+        self.registry = registry
+        self.suffix = suffix
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith(self.suffix)]
+            yield family
+
+
+class _ServerFacts:
+    """Reload outcomes, the model being served (always 1) and the worker count."""
+
+    def __init__(
+        self, model: Mapping[str, object], workers: int, reloads: Mapping[str, int]
+    ) -> None:
+        self.model = model
+        self.workers = workers
+        self.reloads = reloads
+
+    def collect(self) -> Iterable[Metric]:
+        reloads = CounterMetricFamily(
+            "mlstack_reloads", "Model reload attempts by outcome.", labels=["outcome"]
         )
-        lines += [
-            "# HELP mlstack_model_info The model being served (value is always 1).",
-            "# TYPE mlstack_model_info gauge",
-            f"mlstack_model_info{{{labels}}} 1",
-            "# HELP mlstack_workers Worker processes answering requests.",
-            "# TYPE mlstack_workers gauge",
-            f"mlstack_workers {workers}",
-        ]
-        return "\n".join(lines) + "\n"
+        for outcome in RELOAD_OUTCOMES:
+            reloads.add_metric([outcome], self.reloads.get(outcome, 0))
+        yield reloads
+        labels = {
+            k: str(v) for k, v in self.model.items() if k in ("name", "version", "alias") and v
+        }
+        info = GaugeMetricFamily(
+            "mlstack_model_info",
+            "The model being served (value is always 1).",
+            labels=list(labels),
+        )
+        info.add_metric(list(labels.values()), 1)
+        yield info
+        yield GaugeMetricFamily(
+            "mlstack_workers", "Worker processes answering requests.", value=self.workers
+        )

@@ -199,8 +199,9 @@ def open_client() -> Any:
     from mlstack.settings import get_settings
     from mlstack.tracking import configure_tracking
 
-    configure_tracking(get_settings())
-    return mlflow.MlflowClient()
+    uri = configure_tracking(get_settings())
+    # Named explicitly: this client (the server's one line to the store) needs no global URI.
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def missing_model_error(model_uri: str, exc: Any) -> UsageError | None:

@@ -213,6 +213,9 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        # Records the sink refused at shutdown: kept in spill_dir, or lost (for the exit line).
+        self.spilled = 0
+        self.lost = 0
 
     def start(self) -> None:
         """Open the sink and start the writer."""
@@ -288,7 +291,9 @@ class PredictionLog:
             spill.write(name, self._frame(batch))
         except Exception as exc:
             log.error("prediction log: %d records lost: %s", len(batch), exc)
+            self.lost += len(batch)
             return
+        self.spilled += len(batch)
         log.error(
             "prediction log: %d records could not reach the sink; kept in %s",
             len(batch),

@@ -7,7 +7,9 @@ they serve. It talks to each worker over a pipe:
   version once, every worker loads it and keeps it aside ("prepare"); only when all have it
   does each swap it in ("commit"), else each drops it ("abort") and the old one keeps serving.
   /reload answers after the last worker swapped.
-- GET /metrics on any worker returns every worker's counts summed ("snapshot").
+- GET /metrics on any worker asks the supervisor, which renders every worker's counts summed
+  (prometheus_client's multiprocess files, in a directory private to this server start) with
+  its own: reloads, the model, live workers.
 - A worker that dies is started again on the version being served.
 - SIGTERM/SIGINT: each worker stops gracefully (in-flight requests, prediction log flushed).
 
@@ -27,10 +29,12 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlstack.errors import UsageError
-from mlstack.serving.metrics import Metrics
+from mlstack.polling import poll_until
+from mlstack.serving.metrics import metrics_dir, render_server, worker_gone
 from mlstack.serving.model import user_errors
 from mlstack.serving.options import PROG, ServeOptions
 from mlstack.serving.sockets import bind_again, bind_sockets
@@ -40,7 +44,6 @@ log = logging.getLogger(__name__)
 
 # A reload (every worker loading the new version) may take this long before it is abandoned.
 RELOAD_TIMEOUT_S = 600.0
-SNAPSHOT_TIMEOUT_S = 10.0
 # A worker dying more often than this stops the server rather than crash-looping.
 MAX_RESTARTS, RESTART_WINDOW_S = 5, 60.0
 STOP_GRACE_S = 30.0
@@ -55,6 +58,7 @@ class _Worker:
     process: Any
     conn: Any
     ready: bool = False
+    closed: bool = False  # its pipe reached EOF (the "exited" message is queued)
 
 
 class Supervisor:
@@ -65,18 +69,21 @@ class Supervisor:
         options: ServeOptions,
         sockets: list[socket.socket],
         client: Any,
+        metrics: Path,
     ) -> None:
         from mlstack.serving.model import resolve_version
 
         self.options = options
         self.sockets = sockets
         self.client = client
+        self.metrics = metrics  # the workers' multiprocess metric files (metrics.metrics_dir)
         self.prediction_run_id: str | None = None  # set by start()
         self._resolve = lambda: resolve_version(options.model_uri, client)
         with user_errors(options.model_uri):
             self.version = self._resolve()  # every worker loads this very version
         self.model: dict[str, Any] = {}
         self.reloads: Counter[str] = Counter()
+        self.reports: list[dict[str, Any]] = []  # stopped workers' prediction logs (unsent_note)
         self.workers: dict[int, _Worker] = {}
         self._inbox: queue.Queue[tuple[int, tuple]] = queue.Queue()
         self._deferred: deque[tuple[int, tuple]] = deque()
@@ -102,14 +109,15 @@ class Supervisor:
         )
         process.start()
         child.close()
-        self.workers[index] = _Worker(process, parent)
-        threading.Thread(target=self._read, args=(index, parent), daemon=True).start()
+        worker = self.workers[index] = _Worker(process, parent)
+        threading.Thread(target=self._read, args=(index, worker), daemon=True).start()
 
-    def _read(self, index: int, conn: Any) -> None:
+    def _read(self, index: int, worker: _Worker) -> None:
         while True:
             try:
-                message = conn.recv()
+                message = worker.conn.recv()
             except (EOFError, OSError):
+                worker.closed = True
                 self._inbox.put((index, ("exited",)))
                 return
             self._inbox.put((index, message))
@@ -196,6 +204,20 @@ class Supervisor:
                 )
                 worker.process.kill()
                 worker.process.join()
+            worker_gone(self.metrics, worker.process.pid)
+        self._collect_reports()
+
+    def _collect_reports(self) -> None:
+        """After the stop: each worker's prediction-log report, sent before its pipe closed."""
+        # The workers have exited: their pipes reach EOF at once, after everything they sent.
+        poll_until(
+            lambda: None if all(w.closed for w in self.workers.values()) else "pipes open",
+            5.0,
+            interval_s=0.05,
+        )
+        while (item := self._next(0)) is not None:
+            if item[1][0] == "stopped":
+                self.reports.append(item[1][1])
 
     # -- messages ------------------------------------------------------------------------
     def _handle(self, index: int, message: tuple) -> None:
@@ -220,6 +242,7 @@ class Supervisor:
             self._restarts.popleft()
         self.workers[index].process.join(5)
         code = self.workers[index].process.exitcode
+        worker_gone(self.metrics, self.workers[index].process.pid)
         if len(self._restarts) > MAX_RESTARTS:
             log.error(
                 "workers died %d times in %.0f s; stopping", len(self._restarts), RESTART_WINDOW_S
@@ -238,9 +261,8 @@ class Supervisor:
     def _broadcast(self, kind: str, payload: Any, timeout: float) -> dict[int, tuple[bool, Any]]:
         """Send a command to every worker; their replies, (False, why) for any that had none."""
         op = next(self._ops)
-        # A worker still starting answers once it serves: worth waiting for in a reload (it
-        # must end on the new version), not for a metrics snapshot (it has counted nothing).
-        waiting = {i for i, w in self.workers.items() if w.ready or kind != "snapshot"}
+        # A worker still starting answers once it serves: it must end on the new version too.
+        waiting = set(self.workers)
         for index in waiting:
             self._send(index, kind, op, payload)
         replies: dict[int, tuple[bool, Any]] = {}
@@ -287,11 +309,9 @@ class Supervisor:
                      "workers": len(committed)}  # fmt: skip
 
     def _metrics(self) -> tuple[int, str]:
-        replies = self._broadcast("snapshot", None, SNAPSHOT_TIMEOUT_S)
-        snapshots = [snap for ok, snap in replies.values() if ok]
-        total = Metrics.merged(snapshots)
-        total.reloads = Counter(self.reloads)  # reloads are the supervisor's, not per worker
-        return 200, total.render(self.model, workers=len(snapshots))
+        # Every worker's counts are in the files, a dead one's included (counters never drop).
+        live = sum(w.ready and w.process.is_alive() for w in self.workers.values())
+        return 200, render_server(self.metrics, self.model, live, self.reloads)
 
     def _follow(self) -> None:
         try:
@@ -313,27 +333,50 @@ def serving_line(options: ServeOptions, model: dict[str, Any]) -> str:
     )
 
 
+def unsent_note(reports: list[dict[str, Any]]) -> str:
+    """What the exit line adds about the prediction log: records the workers still held at the
+    stop and where they went ("" when no worker reported)."""
+    if not reports:
+        return ""
+    spilled = sum(r["spilled"] for r in reports)
+    lost = sum(r["lost"] for r in reports)
+    if not spilled and not lost:
+        return "; no predictions were left unsent"
+    dirs = sorted({r["spill_dir"] for r in reports if r["spilled"]})
+    note = f"; {spilled} queued predictions kept in {', '.join(dirs)}" if spilled else ""
+    return note + (f"; {lost} queued predictions lost (spill directory unwritable)" if lost else "")
+
+
 def serve(options: ServeOptions) -> int:
     """Bind, check the model exists, start the workers, coordinate them until a signal.
 
-    Returns the exit code: 0 after a clean stop, 1 when a worker could not start.
+    Returns the exit code: 0 after a clean stop, 1 when a worker could not start or the
+    tracking server failed (one line, saying what became of queued predictions).
     """
+    from mlflow.exceptions import MlflowException
+
     from mlstack.serving.model import open_client
     from mlstack.serving.predlog import prediction_run
+    from mlstack.tracking import describe_server_error
 
     options.check()
     sockets = bind_sockets(options.host, options.port, options.workers)
-    supervisor = Supervisor(options, sockets, open_client())
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, supervisor.request_stop)
-    try:
-        # Opened before the workers start, since they log to it; FAILED unless a clean stop.
-        with prediction_run(supervisor.client, options) as run_id:
-            if not supervisor.start(run_id):
-                return 0  # stopped (SIGTERM/SIGINT) before every worker was up
-            print(serving_line(options, supervisor.model), flush=True)  # noqa: T201
-            supervisor.run()
-    except WorkerStartError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
+    with metrics_dir() as metrics:
+        supervisor = Supervisor(options, sockets, open_client(), metrics)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, supervisor.request_stop)
+        try:
+            # Opened before the workers start, since they log to it; FAILED unless a clean stop.
+            with prediction_run(supervisor.client, options) as run_id:
+                if not supervisor.start(run_id):
+                    return 0  # stopped (SIGTERM/SIGINT) before every worker was up
+                print(serving_line(options, supervisor.model), flush=True)  # noqa: T201
+                supervisor.run()
+        except WorkerStartError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
+            return 1
+        except MlflowException as exc:  # the tracking server went away (after MLflow's retries)
+            note = unsent_note(supervisor.reports)
+            print(f"{PROG}: error: {describe_server_error(exc)}{note}", file=sys.stderr)  # noqa: T201
+            return 1
     return 0

@@ -1,6 +1,7 @@
 """One worker process: load the version the supervisor names, serve it on the socket the
-supervisor bound, and answer the supervisor's commands (prepare/commit/abort a reload, send a
-metrics snapshot) over a pipe."""
+supervisor bound, and answer the supervisor's commands (prepare/commit/abort a reload) over a
+pipe. Its metrics go to prometheus_client's multiprocess files (metrics.py), which the
+supervisor reads."""
 
 from __future__ import annotations
 
@@ -102,8 +103,6 @@ class WorkerLink:
         elif kind == "abort":
             self._staged = None
             reply = (True, None)
-        elif kind == "snapshot":
-            reply = (True, state.metrics.snapshot())
         else:
             reply = (False, f"unknown command {kind!r}")
         self.send("reply", op, reply)
@@ -147,6 +146,9 @@ def worker_main(
     # Out of the terminal's process group: Ctrl-C reaches the supervisor only, which then stops
     # each worker once (a second signal would make uvicorn skip its graceful stop).
     os.setpgrp()
+    # What `mlflow models serve` sets in its server process (MLflow reads it only from the
+    # environment): some flavors parse inputs differently when serving.
+    os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     client = open_client()
     try:
@@ -159,13 +161,22 @@ def worker_main(
         conn.send(("failed", reason(exc), False))
         return
     link = WorkerLink(conn, index, lambda pinned: load_model(options.model_uri, client, pinned))
+    predlog = prediction_log(options, client, prediction_run_id)
     app = create_app(
         model,
         max_body_bytes=options.max_body_bytes,
-        predlog=prediction_log(options, client, prediction_run_id),
+        predlog=predlog,
         control=link,
         worker=index,
         latest_check=lambda served: latest_check(client, served),
     )
     link.send("ready", model.describe())
-    run_uvicorn(app, sock)
+    run_uvicorn(app, sock)  # returns after the graceful stop: the log is flushed (or spilled)
+    if predlog is not None:
+        link.send("stopped", spill_report(predlog))
+
+
+def spill_report(predlog: Any) -> dict[str, Any]:
+    """What a stopped worker's prediction log could not hand to its sink: records kept in the
+    spill directory, and records lost."""
+    return {"spilled": predlog.spilled, "lost": predlog.lost, "spill_dir": str(predlog.spill_dir)}

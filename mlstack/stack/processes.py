@@ -4,30 +4,37 @@ and waiting on a health check with a deadline."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from mlstack.polling import poll_until
 from mlstack.stack.config import GRPC_OFFSET, HOST, StackError, write_private
 
 
-def start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid`: with the pid it identifies one process for good."""
+def start_time(pid: int) -> float | None:
+    """When `pid` started (seconds since the epoch): with the pid it names one process for good."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _is_zombie(pid: int) -> bool:
-    """A zombie has exited; only its parent has not reaped it yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+def _recorded_start(entry: dict[str, object]) -> float | None:
+    """The start time a table entry holds. Tables written before psutil hold the kernel's
+    start time in clock ticks since boot ("start_time"): converted the way psutil computes
+    create_time on Linux, so `down` still stops a stack started by the older code."""
+    created = entry.get("create_time")
+    if isinstance(created, int | float):
+        return float(created)
+    ticks = entry.get("start_time")
+    if not isinstance(ticks, str) or not ticks.isdigit():
+        return None
+    return psutil.boot_time() + int(ticks) / os.sysconf("SC_CLK_TCK")
 
 
 class ProcessTable:
@@ -43,7 +50,7 @@ class ProcessTable:
     def record(self, name: str, pid: int) -> None:
         """Remember that `name` runs as `pid`."""
         table = self.read()
-        table[name] = {"pid": pid, "start_time": start_time(pid)}
+        table[name] = {"pid": pid, "create_time": start_time(pid)}
         write_private(self.path, json.dumps(table, indent=2))
 
     def forget(self, name: str) -> None:
@@ -58,8 +65,15 @@ class ProcessTable:
         if not entry:
             return None
         pid = int(entry["pid"])  # type: ignore[arg-type]
-        started = start_time(pid)
-        if started is None or started != entry["start_time"] or _is_zombie(pid):
+        recorded = _recorded_start(entry)
+        try:
+            process = psutil.Process(pid)
+            started, zombie = process.create_time(), process.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return None
+        # A zombie has exited (only its parent has not reaped it); a small tolerance, since the
+        # kernel counts start times in clock ticks.
+        if recorded is None or abs(started - recorded) > 0.05 or zombie:
             return None
         return pid
 

@@ -1,6 +1,7 @@
 """Our server against `mlflow models serve`'s own app, in process, on the same registered model:
 every request form and every bad input gets the same status and body. Then what only ours has:
-/version, /metrics, 413/404 as JSON. Reloading runs in the supervisor, tested as a process in
+/version, /metrics, every 4xx as JSON, and what a stop with the tracking server gone says of
+queued predictions. Reloading runs in the supervisor, tested as a process in
 test_serving_process.py."""
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.pyfunc import scoring_server
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.serving.app import _fast_answer, create_app
 from mlstack.serving.model import load_model
+from mlstack.serving.predlog import MlflowRunSink, PredictionLog, Record, load_prediction_log
+from mlstack.serving.supervisor import unsent_note
+from mlstack.serving.worker import spill_report
 from mlstack.settings import Settings
+from mlstack.stack.processes import free_port
 from tests.helpers import PROJ_ROOT, SCORING_FORMS, awkward_requests, scoring_forms
 
 pytestmark = pytest.mark.slow  # trains models
@@ -123,14 +129,21 @@ def test_our_own_errors_are_json_4xx(servers, frame) -> None:
     ours, _, model = servers
     small = TestClient(create_app(model, max_body_bytes=1000))
     big = json.dumps(scoring_forms(frame.head(10), "dataframe_records")).encode()
-    too_large = small.post("/invocations", content=big, headers={"Content-Type": JSON})
-    assert too_large.status_code == 413 and "--max-body-mb" in too_large.json()["message"]
-    no_type = ours.post("/invocations", content=b"{}")
-    assert no_type.status_code == 415
-    missing = ours.get("/predict")
-    assert missing.status_code == 404 and missing.json()["error_code"] == "NOT_FOUND"
-    wrong_method = ours.get("/invocations")
-    assert wrong_method.status_code == 405
+    answers = {
+        413: small.post("/invocations", content=big, headers={"Content-Type": JSON}),
+        415: ours.post("/invocations", content=b"{}"),
+        404: ours.get("/predict"),
+        405: ours.get("/invocations"),
+    }
+    codes = {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 404: "NOT_FOUND",
+             405: "METHOD_NOT_ALLOWED"}  # fmt: skip
+    for status, answer in answers.items():
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == JSON
+        assert answer.json()["error_code"] == codes[status] and answer.json()["message"]
+    assert "--max-body-mb" in answers[413].json()["message"]
+    assert "Content-Type" in answers[415].json()["message"]
+    assert "routes:" in answers[404].json()["message"]
 
 
 def test_version_health_ping_and_metrics(servers, frame) -> None:
@@ -145,11 +158,20 @@ def test_version_health_ping_and_metrics(servers, frame) -> None:
     for _ in range(3):
         ours.post("/invocations", content=body, headers={"Content-Type": JSON})
     ours.post("/invocations", content=b"[", headers={"Content-Type": JSON})
-    text = ours.get("/metrics").text
-    assert 'mlstack_requests_total{path="/invocations",status="200"} 3' in text
-    assert 'mlstack_requests_total{path="/invocations",status="400"} 1' in text
-    assert "mlstack_invocation_seconds_count 4" in text
-    assert 'mlstack_model_info{name="wine",version="1",alias="champion"} 1' in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(ours.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("mlstack_requests_total", (("path", "/invocations"), ("status", "200")))] == 3
+    assert samples[("mlstack_requests_total", (("path", "/invocations"), ("status", "400")))] == 1
+    assert samples[("mlstack_errors_total", ())] == 1
+    assert samples[("mlstack_invocation_seconds_count", ())] == 4
+    assert samples[("mlstack_invocation_seconds_bucket", (("le", "+Inf"),))] == 4
+    model_info = (("alias", "champion"), ("name", "wine"), ("version", "1"))
+    assert samples[("mlstack_model_info", model_info)] == 1
+    assert samples[("mlstack_reloads_total", (("outcome", "ok"),))] == 0
+    assert samples[("mlstack_workers", ())] == 1
 
 
 def test_reload_needs_the_supervisor(servers) -> None:
@@ -253,3 +275,29 @@ def test_monitoring_reports_the_latest_check_of_the_served_version(
     assert latest["run_id"] == check.run_id and latest["drift"] == check.drift
     assert latest["rows"] == 120 and latest["share"] == pytest.approx(check.share)
     assert TestClient(create_app(model)).get("/monitoring").json() == {"latest": None}
+
+
+def test_a_stop_with_the_tracking_server_gone_says_where_queued_predictions_went(
+    tmp_path, monkeypatch
+) -> None:
+    # A closed port is a tracking server that went away; no retries, to keep this quick.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
+    spill = tmp_path / "unsent"
+    predlog = PredictionLog(
+        MlflowRunSink(client, "0" * 32), batch_size=10_000, flush_every_s=3600, spill_dir=spill
+    )
+    predlog.start()
+    for i in range(3):
+        record = Record(
+            request_id=f"id-{i}", timestamp=0.0, model_name="wine", model_version="1",
+            run_id=None, content_type=JSON, request="{}", response="{}", rows=1,
+        )  # fmt: skip
+        predlog.put(record)
+    predlog.close()  # the sink refuses: the queue goes to the spill directory
+    assert sorted(load_prediction_log(spill)["request_id"]) == ["id-0", "id-1", "id-2"]
+    note = unsent_note([spill_report(predlog)])
+    assert note == f"; 3 queued predictions kept in {spill}"
+    assert unsent_note([{"spilled": 0, "lost": 0, "spill_dir": str(spill)}]) == (
+        "; no predictions were left unsent"
+    )

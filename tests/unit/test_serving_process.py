@@ -250,6 +250,10 @@ def test_workers_share_the_load_merge_metrics_and_restart(settings, cli_env) -> 
 
         wait_for(lambda: len(_pids(url) - {victim}) == 2, 120, "the killed worker to restart")
         assert requests.post(f"{url}/invocations", json=body, timeout=10).status_code == 200
+        # The killed worker's counts stay in the sums (counters never go back).
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        assert _metric(text, "mlstack_invocation_seconds_count") == 31
+        assert _metric(text, "mlstack_workers") == 2
         everyone = pids | _pids(url)
     # The server stopped (SIGTERM to the supervisor): no worker outlives it.
     wait_for(lambda: not any(_alive(pid) for pid in everyone), 30, "the workers to exit")
