@@ -23,12 +23,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import requests
 
+from mlstack.polling import poll_until
 from mlstack.settings import PROJ_ROOT
 from mlstack.stack import free_port
 
@@ -44,18 +44,20 @@ def _server(cmd: list[str], env: dict[str, str], url: str, name: str):
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"{name} exited: {log.read().decode()[-1000:]}")
+
+        def ping() -> str | None:
             try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
+                code = requests.get(f"{url}/ping", timeout=2).status_code
             except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            raise SystemExit(f"{name} did not answer /ping within 180 s")
+                return "connection refused"
+            return None if code == 200 else f"HTTP {code}"
+
+        problem = poll_until(ping, 180, interval_s=0.5, stop=lambda: proc.poll() is not None)
+        if proc.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"{name} exited: {log.read().decode()[-1000:]}")
+        if problem is not None:
+            raise SystemExit(f"{name} did not answer /ping within 180 s ({problem})")
         yield url
     finally:
         proc.terminate()
@@ -64,12 +66,14 @@ def _server(cmd: list[str], env: dict[str, str], url: str, name: str):
 
 def _all_workers_up(url: str, workers: int) -> None:
     """Wait until our server reports every worker (each listens once its model is loaded)."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+
+    def all_up() -> str | None:
         text = requests.get(f"{url}/metrics", timeout=30).text
-        if re.search(rf"^mlstack_workers {workers}(\.0)?$", text, re.M):
-            return
-        time.sleep(0.5)
+        up = re.search(rf"^mlstack_workers {workers}(\.0)?$", text, re.M)
+        return None if up else "not every worker is up"
+
+    if poll_until(all_up, 180, interval_s=0.5) is None:
+        return
     raise SystemExit(f"our server did not report {workers} workers within 180 s")
 
 

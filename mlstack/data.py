@@ -14,14 +14,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
 from mlstack.errors import UsageError
-from mlstack.settings import Settings
+
+if TYPE_CHECKING:  # the client image imports this module and has no pydantic
+    from mlstack.settings import Settings
 
 log = logging.getLogger(__name__)
 

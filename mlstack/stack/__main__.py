@@ -1,4 +1,7 @@
-"""`python -m mlstack.stack up|down|status|env`: the native stack's command line (make stack-up)."""
+"""`python -m mlstack.stack up|down|status|env`: the native stack's command line (make stack-up).
+
+Exit codes: 0 done, 1 a service failed (its log is named), 2 bad input (an option to change).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlstack.cli import EXIT_USAGE, OneLineErrorParser
-from mlstack.stack.config import DEFAULT_STATE_DIR, StackConfig, StackError
+from mlstack.cli import EXIT_FAILURE, EXIT_USAGE, OneLineErrorParser
+from mlstack.stack.config import DEFAULT_STATE_DIR, StackConfig, StackError, StackUsageError
 from mlstack.stack.native import NativeStack
 
 PROG = "python -m mlstack.stack"
@@ -57,27 +60,26 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
     )
     stack = NativeStack(config)
-    say = print  # this module talks to people; the library part logs
     try:
         if args.command == "up":
-            stack.up(echo=say)
-            say(f"tracking server: {config.tracking_uri} (UI and API); for clients:")
-            say(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
+            stack.up(echo=print)
+            print(f"tracking server: {config.tracking_uri} (UI and API); for clients:")
+            print(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
             if config.pipelines:
-                say(f"Prefect UI: {config.prefect_api_url.removesuffix('/api')}; retraining "
+                print(f"Prefect UI: {config.prefect_api_url.removesuffix('/api')}; retraining "
                     f"{config.retrain_models} every {config.retrain_every_min:g} min; label "
                     f"files go into {config.labels_dir}/<model>/")  # fmt: skip
-                say(f"export PREFECT_API_URL={config.prefect_api_url}")
+                print(f"export PREFECT_API_URL={config.prefect_api_url}")
         elif args.command == "down":
-            stack.down(purge=args.purge, echo=say)
+            stack.down(purge=args.purge, echo=print)
         elif args.command == "status":
             for name, state in stack.status().items():
-                say(f"{name:9} {state}")
+                print(f"{name:9} {state}")
         else:
-            say(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
+            print(f"export MLFLOW_TRACKING_URI={config.tracking_uri}")
     except StackError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)  # noqa: T201
-        return EXIT_USAGE
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, StackUsageError) else EXIT_FAILURE
     return 0
 
 

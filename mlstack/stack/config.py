@@ -22,6 +22,10 @@ class StackError(Exception):
     """A problem starting or checking the stack; the message names the cause and the fix."""
 
 
+class StackUsageError(StackError):
+    """A StackError the user fixes with an option of the command (a port already taken)."""
+
+
 @dataclass
 class StackConfig:
     """Ports and names of one stack; saved in the state directory so later commands reuse them."""

@@ -20,8 +20,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from mlstack.polling import poll_until
 
 ROOT = Path(os.environ.get("MLSTACK_DOCKER_ROOT", "/var/tmp/mlstack-docker"))
 SOCKET = ROOT / "docker.sock"
@@ -97,11 +98,8 @@ def start(timeout_s: float = 60) -> bool:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if running():
-            return True
-        time.sleep(0.5)
+    if poll_until(lambda: None if running() else "no answer", timeout_s, interval_s=0.5) is None:
+        return True
     tail = (ROOT / "dockerd.log").read_text(errors="replace").strip().splitlines()[-1:]
     raise EngineError(f"dockerd did not answer within {timeout_s:.0f}s: {tail}")
 
@@ -116,9 +114,7 @@ def stop() -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.2)
+    poll_until(lambda: "running" if Path(f"/proc/{pid}").exists() else None, 30, interval_s=0.2)
 
 
 def build_stand_in() -> None:

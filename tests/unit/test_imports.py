@@ -72,3 +72,28 @@ def test_entry_scripts_answer_help_and_bad_values_before_heavy_imports(
     assert proc.stderr.splitlines()[-1] == "loaded: []", proc.stderr
     if code == 2:
         assert proc.stderr.startswith(f"{args[0]}: error: "), proc.stderr
+
+
+# The client image installs only the `client` group (streamlit, pillow, pydantic-settings):
+# its modules must import with everything else missing, as there.
+NOT_IN_CLIENT_IMAGE = ("mlflow", "sklearn", "tensorflow", "scipy", "prometheus_client", "skops")
+BLOCK_AND_IMPORT = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {NOT_IN_CLIENT_IMAGE!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the client image)")
+sys.meta_path.insert(0, Block())
+import mlstack.client.app, mlstack.client.inputs, mlstack.client.api
+"""
+
+
+def test_client_modules_import_with_only_the_client_groups_packages() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_AND_IMPORT],
+        cwd=PROJ_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
