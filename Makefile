@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 UI_PORT ?= 5000
 # The embedded store: the same place mlstack.settings uses (MLSTACK_STORE_DIR, default here).
 STORE := $(abspath $(or $(MLSTACK_STORE_DIR),.))
-# Wine data for `make train`: the team's shared copy when it sits beside this checkout, else
+# Wine data for `make train` and `make simulate`: the team's shared copy when it sits beside this checkout, else
 # empty = the settings default (download once from UCI).
 DATA ?= $(wildcard ../shared/data/winequality-red.csv)
 ARGS ?=
@@ -96,9 +96,9 @@ client: $(STAMP)
 monitor: $(STAMP)
 	$(PY) -m mlstack.monitor --model "$(or $(MODEL),wine)" $(ARGS)
 
-## Send clean, then shifted traffic to the server on :8080 (ARGS="--kind digits ...")
+## Send clean, then shifted traffic to the server on :8080 (DATA as for train; ARGS="--kind digits ...")
 simulate: $(STAMP)
-	$(PY) -m mlstack.monitor.simulate $(ARGS)
+	$(PY) -m mlstack.monitor.simulate $(if $(DATA),--data "$(DATA)") $(ARGS)
 
 ## Stop the native stack (data is kept; STACK_ARGS=--purge deletes it)
 stack-down: $(STAMP)
@@ -140,10 +140,11 @@ test: $(STAMP)
 test-quick: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-## Lint and check formatting (ruff)
+## Lint, check formatting (ruff) and declared dependencies (deptry)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/deptry .
 
 ## Format the code (ruff)
 format: $(STAMP)

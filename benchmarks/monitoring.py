@@ -45,13 +45,14 @@ def _settings(store: Path) -> Settings:
 def upload_log(client, kind: str, n: int, name: str, experiment_id: str) -> str:
     """A prediction-log run of `n` simulated requests answered by `name`@champion, in Parquet
     batches of 1,000 as the server writes them; its run id."""
+    from mlstack import logstore
     from mlstack.monitor.simulate import log_offline
-    from mlstack.serving.predlog import MlflowRunSink, load_prediction_log
+    from mlstack.serving.predlog import MlflowRunSink  # the server's own writer
 
     with tempfile.TemporaryDirectory(prefix="mlstack-bench-log-") as tmp:
         log_offline(f"models:/{name}@champion", kind, n, Path(tmp), data=WINE_DATA)
-        frame = load_prediction_log(tmp)
-    run = client.create_run(experiment_id, tags={"mlstack.kind": "prediction-log"})
+        frame = logstore.load_prediction_log(tmp)
+    run = client.create_run(experiment_id, tags={logstore.KIND_TAG: logstore.PREDICTION_LOG_KIND})
     sink = MlflowRunSink(client, run.info.run_id)
     for i, start in enumerate(range(0, len(frame), 1000)):
         sink.write(f"predictions-{i:06d}", frame.iloc[start : start + 1000])

@@ -181,7 +181,9 @@ class DigitsProfile(Profile):
     def matrix(self, body: str, content_type: str) -> np.ndarray:
         """The image tensor of an `inputs` or `instances` body."""
         payload = orjson.loads(body)
-        tensor = payload.get("inputs", payload.get("instances"))
+        tensor = (
+            payload.get("inputs", payload.get("instances")) if isinstance(payload, dict) else None
+        )
         if tensor is None:
             raise ValueError("a digits request carries its images under 'inputs' or 'instances'")
         return np.asarray(tensor, dtype="float32")
@@ -195,7 +197,23 @@ class ParsedLog:
     """The monitored rows of logged requests, with the request each row came from."""
 
     rows: pd.DataFrame  # request_id, row, timestamp, model_version + the profile's columns
-    skipped: int  # requests that could not be read back (logged, but not parseable)
+    skipped_at: tuple[float, ...] = ()  # times of the requests that could not be read back
+
+    @property
+    def skipped(self) -> int:
+        """Requests that could not be read back (logged, but not parseable by the profile)."""
+        return len(self.skipped_at)
+
+
+def unreadable_errors() -> tuple[type[Exception], ...]:
+    """What reading a logged request back can raise for a body the profile does not take:
+    malformed JSON or CSV (ValueError, which orjson's and Unicode errors are), a table without
+    the profile's columns (KeyError), values of the wrong type or shape (TypeError,
+    ValueError), and MLflow's own parser refusing the body (MlflowException). Anything else
+    is a bug here, and stops the check."""
+    from mlflow.exceptions import MlflowException
+
+    return (ValueError, TypeError, KeyError, IndexError, MlflowException)
 
 
 def rows_from_log(log: pd.DataFrame, profile: Profile) -> ParsedLog:
@@ -203,15 +221,16 @@ def rows_from_log(log: pd.DataFrame, profile: Profile) -> ParsedLog:
     model version, then the monitored columns). Requests are parsed into arrays and the table
     is built once: 10,000 requests in well under a second."""
     inputs, predictions, ids, positions, times, versions = [], [], [], [], [], []
-    skipped = 0
+    skipped: list[float] = []
+    unreadable = unreadable_errors()
     for record in log.itertuples(index=False):
         try:
             matrix = profile.matrix(record.request, record.content_type)
             answer = np.asarray(orjson.loads(record.response)["predictions"], dtype="float64")
             if len(answer) != len(matrix):
                 raise ValueError("predictions and rows differ in number")
-        except Exception:  # a body this profile cannot read: counted, never fatal
-            skipped += 1
+        except unreadable:  # e.g. a Parquet body, logged as text: counted, never fatal
+            skipped.append(float(record.timestamp))
             continue
         n = len(matrix)
         inputs.append(matrix)
@@ -222,13 +241,13 @@ def rows_from_log(log: pd.DataFrame, profile: Profile) -> ParsedLog:
         versions.extend([str(record.model_version)] * n)
     if not inputs:
         empty = pd.DataFrame(columns=["request_id", "row", "timestamp", "model_version"])
-        return ParsedLog(empty, skipped)
+        return ParsedLog(empty, tuple(skipped))
     frame = profile.rows(np.concatenate(inputs), np.concatenate(predictions))
     frame.insert(0, "request_id", ids)
     frame.insert(1, "row", np.asarray(positions, dtype="int64"))
     frame.insert(2, "timestamp", np.asarray(times, dtype="float64"))
     frame.insert(3, "model_version", versions)
-    return ParsedLog(frame, skipped)
+    return ParsedLog(frame, tuple(skipped))
 
 
 def wine_label_column(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from mlstack.errors import UsageError
+from mlstack.logstore import read_parquet, write_parquet
 from mlstack.monitor.profiles import PROFILES, Profile
-from mlstack.serving.predlog import read_parquet
 
 ARTIFACT_DIR = "reference"
 TABLE = "reference.parquet"
@@ -36,8 +36,6 @@ def log_reference(
     0.5% and 99.5% quantiles), so a few corrupt values cannot stretch them (the team's UCI
     copy has volatile acidity 1185 for 1.185), and `median`."""
     import mlflow
-
-    from mlstack.serving.predlog import write_parquet
 
     sample = frame.sample(REFERENCE_ROWS, random_state=0) if len(frame) > REFERENCE_ROWS else frame
     about = {"kind": profile.kind, "rows": len(sample), profile.heldout_metric: heldout}

@@ -14,11 +14,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from mlstack import logstore
 from mlstack.monitor.drift import ColumnDrift, DriftResult, compare
 from mlstack.monitor.profiles import LABEL
-from mlstack.monitor.reference import KIND_TAG, load_reference
+from mlstack.monitor.reference import KIND_TAG, Reference, load_reference
 from mlstack.monitor.window import (
+    LogSource,
+    Window,
     attach_labels,
     find_log,
     read_labels,
@@ -28,9 +32,11 @@ from mlstack.monitor.window import (
 )
 from mlstack.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 EXIT_NO_DRIFT = 0
 EXIT_DRIFT = 3  # 1 and 2 already mean "failed" and "bad input" for every mlstack command
-MONITORING_KIND = "monitoring"
 
 
 @dataclass(frozen=True)
@@ -51,21 +57,36 @@ class MonitorResult:
     experiment_id: str
     link: str
     performance: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0  # logged requests in the window's span the profile could not read back
 
     def line(self) -> str:
-        """One line for people: drift yes/no, share, the worst columns, where the report is."""
+        """One line for people: drift yes/no, share, the worst columns, the window (and the
+        requests it could not read), where the report is."""
         worst = ", ".join(f"{c.column} {c.score:.2f}" for c in self.worst)
         live = "".join(f"; {k} {v:.4f}" for k, v in self.performance.items())
+        skipped = f"{self.skipped} unreadable request{'' if self.skipped == 1 else 's'} skipped"
         return (
             f"drift: {'yes' if self.drift else 'no'} ({self.drifted}/{self.columns} columns "
             f"= {self.share:.2f}, threshold {self.drift_share:.2f}; worst: {worst}; prediction "
             f"p={self.prediction.p_value:.3g}) for {self.model} v{self.version} on {self.rows} "
-            f"rows{live}; report: {self.link} (report.html)"
+            f"rows ({skipped}){live}; report: {self.link} (report.html)"
         )
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything one check compares, read and checked before its run starts."""
+
+    name: str
+    version: str
+    source: LogSource
+    reference: Reference
+    window: Window
+    labelled: pd.DataFrame | None  # the window's labelled rows, when labels were given
 
 
 def monitor(
@@ -94,77 +115,111 @@ def monitor(
 
     settings = settings or get_settings()
     tracking.configure_tracking(settings)
-    client = mlflow.MlflowClient()
-    source = find_log(client, model, log)
-    records = read_log(source, client)
-    name, version = serving_version(records, model, source)
-    reference = load_reference(client, name, version)
-    profile = reference.profile
-    window = select(records, version, profile, since=since, last=last)
-    labelled = None
-    if labels is not None:
-        labelled = attach_labels(window.rows, read_labels(labels, records))
-
-    drift = compare(reference.frame, window.rows, profile)
-    performance: dict[str, float] = {}
-    if labelled is not None and len(labelled):
-        performance[f"live_{profile.performance_metric}"] = profile.performance(
-            labelled[LABEL], labelled
-        )
-        if reference.heldout is not None:
-            performance[f"heldout_{profile.heldout_metric}"] = float(reference.heldout)
-
-    run_tags = {
-        "mlstack.kind": MONITORING_KIND,
-        "mlstack.model_name": name,
-        "mlstack.model_version": version,
-        KIND_TAG: profile.kind,
-        "mlstack.reference_run_id": reference.run_id,
-        "mlstack.prediction_log": source.run_id or source.location,
-        "mlstack.window": f"{_iso(window.since)} .. {_iso(window.until)}",
-        "mlstack.drift": "yes" if drift.drift else "no",
-        **(tags or {}),
-    }
-    run_name = f"{name}-v{version}-{time.strftime('%Y%m%dT%H%M%S')}"
-    with tracking.tracked_run(
-        f"{name}-monitoring", settings, entry_point="monitor", run_name=run_name
-    ) as run:
-        mlflow.set_tags(run_tags)
-        mlflow.log_metrics(_metrics(drift, window.rows.shape[0], window.requests, performance))
-        if labelled is not None:
-            mlflow.log_metric("labelled_rows", len(labelled))
-        with tempfile.TemporaryDirectory(prefix="mlstack-monitor-") as tmp:
-            for path in drift.save(Path(tmp)):
-                mlflow.log_artifact(str(path))
-    prediction = drift.columns[drift.prediction]
+    inputs = _read_inputs(mlflow.MlflowClient(), model, log, since, last, labels)
+    drift = compare(inputs.reference.frame, inputs.window.rows, inputs.reference.profile)
+    performance = _performance(inputs)
+    run = _log_check(inputs, drift, performance, settings, tags or {})
     return MonitorResult(
-        model=name,
-        version=version,
+        model=inputs.name,
+        version=inputs.version,
         drift=drift.drift,
         share=drift.share,
         drift_share=drift.drift_share,
         drifted=sum(c.drifted for c in drift.columns.values()),
         columns=len(drift.columns),
         worst=drift.worst(),
-        prediction=prediction,
-        rows=len(window.rows),
+        prediction=drift.columns[drift.prediction],
+        rows=len(inputs.window.rows),
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,
         link=tracking.run_link(settings, run.info.experiment_id, run.info.run_id),
         performance=performance,
+        skipped=inputs.window.skipped,
     )
 
 
-def _metrics(
-    drift: DriftResult, rows: int, requests: int, performance: dict[str, float]
-) -> dict[str, float]:
+def _read_inputs(
+    client: Any,
+    model: str | None,
+    log: str | None,
+    since: float | None,
+    last: int | None,
+    labels: Path | None,
+) -> _Inputs:
+    """The log, the serving version, its reference, the window and the labels: every
+    UsageError a check can raise, raised here, before anything is written."""
+    source = find_log(client, model, log)
+    records = read_log(source, client)
+    name, version = serving_version(records, model, source)
+    reference = load_reference(client, name, version)
+    window = select(records, version, reference.profile, since=since, last=last)
+    labelled = None
+    if labels is not None:
+        labelled = attach_labels(window.rows, read_labels(labels, records))
+    return _Inputs(name, version, source, reference, window, labelled)
+
+
+def _performance(inputs: _Inputs) -> dict[str, float]:
+    """Live performance on the labelled rows, beside the version's held-out figure."""
+    labelled, reference = inputs.labelled, inputs.reference
+    if labelled is None or not len(labelled):
+        return {}
+    profile = reference.profile
+    performance = {
+        f"live_{profile.performance_metric}": profile.performance(labelled[LABEL], labelled)
+    }
+    if reference.heldout is not None:
+        performance[f"heldout_{profile.heldout_metric}"] = float(reference.heldout)
+    return performance
+
+
+def _log_check(
+    inputs: _Inputs,
+    drift: DriftResult,
+    performance: dict[str, float],
+    settings: Settings,
+    tags: dict[str, str],
+) -> Any:
+    """The monitoring run of one check (ended): tags, metrics and the Evidently report."""
+    import mlflow
+
+    from mlstack import tracking
+
+    window, name, version = inputs.window, inputs.name, inputs.version
+    run_tags = {
+        logstore.KIND_TAG: logstore.MONITORING_KIND,
+        logstore.MODEL_NAME_TAG: name,
+        logstore.MODEL_VERSION_TAG: version,
+        KIND_TAG: inputs.reference.profile.kind,
+        "mlstack.reference_run_id": inputs.reference.run_id,
+        logstore.PREDICTION_LOG_TAG: inputs.source.run_id or inputs.source.location,
+        logstore.WINDOW_TAG: f"{_iso(window.since)} .. {_iso(window.until)}",
+        "mlstack.drift": "yes" if drift.drift else "no",
+        **tags,
+    }
+    run_name = f"{name}-v{version}-{time.strftime('%Y%m%dT%H%M%S')}"
+    with tracking.tracked_run(
+        logstore.monitoring_experiment(name), settings, entry_point="monitor", run_name=run_name
+    ) as run:
+        mlflow.set_tags(run_tags)
+        mlflow.log_metrics(_metrics(drift, window, performance))
+        if inputs.labelled is not None:
+            mlflow.log_metric("labelled_rows", len(inputs.labelled))
+        with tempfile.TemporaryDirectory(prefix="mlstack-monitor-") as tmp:
+            for path in drift.save(Path(tmp)):
+                mlflow.log_artifact(str(path))
+    return run
+
+
+def _metrics(drift: DriftResult, window: Window, performance: dict[str, float]) -> dict[str, float]:
     prediction = drift.columns[drift.prediction]
     metrics = {
         "drift": float(drift.drift),
         "share_drifted_columns": drift.share,
         "drifted_columns": float(sum(c.drifted for c in drift.columns.values())),
-        "rows": float(rows),
-        "requests": float(requests),
+        "rows": float(len(window.rows)),
+        "requests": float(window.requests),
+        "skipped_requests": float(window.skipped),
         "prediction_drift_score": prediction.score,
         "prediction_drift_p_value": prediction.p_value,
     }

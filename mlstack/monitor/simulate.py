@@ -3,9 +3,12 @@ person can watch the monitoring loop work (`python -m mlstack.monitor.simulate`)
 
     python -m mlstack.monitor.simulate --kind wine --clean 200 --shifted 200 --labels-out labels.csv
 
-Wine rows are drawn (seeded) from the wine data; shifted ones are the same kind of rows moved
-to a warmer region (mlstack.monitor.shifts.warm_region). Digits are the held-out images of the
-default training split (scikit-learn's 8x8 set, seed 42); shifted ones are redrawn in a new hand
+Wine rows are drawn (seeded) from the wine data (`--data`, else as train.py finds it; `make
+simulate` passes the team's copy beside the checkout, as `make train` does); shifted ones are
+the same kind of rows moved to a warmer region (mlstack.monitor.shifts.warm_region). Digits are
+the held-out images of the default training split (scikit-learn's 8x8 set, split with
+mlstack.params.DigitsParams' test_size and seed, so they stay images training never saw);
+shifted ones are redrawn in a new hand
 (mlstack.monitor.shifts.new_handwriting). `--labels-out` writes each answered request's id with its
 true label, the feedback a retraining needs (python -m mlstack.pipelines).
 """
@@ -24,10 +27,13 @@ import pandas as pd
 
 from mlstack import cli
 from mlstack.errors import UsageError
+from mlstack.params import DigitsParams
 
 PROG = "python -m mlstack.monitor.simulate"
 KINDS = ("wine", "digits")
-DIGITS_SPLIT = {"test_size": 0.2, "seed": 42}  # the digits training defaults
+# Training's default split, read from its parameters: a copy could drift from them, and the
+# "held-out" images would then be ones the model was trained on.
+DIGITS_SPLIT = {"test_size": DigitsParams().test_size, "seed": DigitsParams().seed}
 
 
 @dataclass
@@ -138,8 +144,9 @@ def log_offline(
     import mlflow
     import orjson
 
+    from mlstack.logstore import frame_of, new_record
     from mlstack.serving.model import MODEL_URI, resolve_version
-    from mlstack.serving.predlog import DirectorySink, Record, frame_of
+    from mlstack.serving.predlog import DirectorySink  # the server's own writer
 
     bodies = list(requests_for(kind, n, seed=seed, shifted=shifted, batch=1, data=data))
     model = mlflow.pyfunc.load_model(model_uri)
@@ -153,16 +160,15 @@ def log_offline(
     version = resolve_version(model_uri, mlflow.MlflowClient()) if match else None
     now = time.time()
     records = [
-        Record(
+        new_record(
             request_id=uuid.uuid4().hex,
             timestamp=now + i * 1e-3,
             model_name=match["name"] if match else None,
             model_version=version,
             run_id=model.metadata.run_id,
             content_type="application/json",
-            request=orjson.dumps(body).decode(),
-            response=orjson.dumps({"predictions": [predictions[i]]}).decode(),
-            rows=1,
+            request=orjson.dumps(body),
+            response=orjson.dumps({"predictions": [predictions[i]]}),
         )
         for i, (body, _) in enumerate(bodies)
     ]
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     before = model_version(url)
     if before == "?":
         raise UsageError(f"no model server answers at {url}; start one (make serve) or fix it")
+    if args.labels_out:  # its folder (e.g. the stack's labels/wine/) first: fail before sending
+        args.labels_out.parent.mkdir(parents=True, exist_ok=True)
     traffic = Traffic()
     for phase, n in (("clean", args.clean), ("shifted", args.shifted)):
         if n:

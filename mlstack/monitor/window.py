@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from mlstack import logstore
 from mlstack.errors import UsageError
 from mlstack.monitor.profiles import LABEL, Profile, rows_from_log, wine_label_column
-from mlstack.serving.predlog import read_parquet
 
 MIN_ROWS = 50  # below this the tests' p-values mean little
 DEFAULT_LAST = 1000
@@ -68,30 +68,19 @@ def find_log(client: Any, model: str | None, source: str | None) -> LogSource:
         return LogSource(source, source)
     if not model:
         raise UsageError("name the model (--model NAME) or the log (--log RUN_ID|DIR)")
-    experiment = client.get_experiment_by_name(f"{model}-predictions")
-    runs = (
-        client.search_runs(
-            [experiment.experiment_id],
-            "tags.`mlstack.kind` = 'prediction-log'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if experiment
-        else []
-    )
+    runs = logstore.prediction_log_runs(client, model, max_results=1)
     if not runs:
         raise UsageError(
-            f"no prediction log for model {model!r} (experiment {model}-predictions is empty "
-            "or missing): serve it with --log-predictions mlflow, or pass --log RUN_ID|DIR"
+            f"no prediction log for model {model!r} (experiment "
+            f"{logstore.predictions_experiment(model)} is empty or missing): serve it with "
+            "--log-predictions mlflow, or pass --log RUN_ID|DIR"
         )
     return LogSource(runs[0].info.run_id, runs[0].info.run_id)
 
 
 def read_log(source: LogSource, client: Any) -> pd.DataFrame:
     """Every record of the log; a UsageError when it holds none."""
-    from mlstack.serving.predlog import load_prediction_log
-
-    log = load_prediction_log(source.location, client.tracking_uri)
+    log = logstore.load_prediction_log(source.location, client.tracking_uri)
     if log.empty:
         raise UsageError(
             f"the prediction log in {source.describe()} holds no predictions yet: send traffic "
@@ -120,7 +109,7 @@ class Window:
     since: float
     until: float
     requests: int
-    skipped: int  # logged requests that could not be read back
+    skipped: int  # logged requests in the window's span that could not be read back
 
 
 def select(
@@ -133,7 +122,8 @@ def select(
     min_rows: int = MIN_ROWS,
 ) -> Window:
     """The rows of `version` since `since` (epoch seconds), the last `last` of them (default
-    DEFAULT_LAST when neither is given); a UsageError under `min_rows`."""
+    DEFAULT_LAST when neither is given); a UsageError under `min_rows`. `skipped` counts the
+    requests in that span the profile could not read back: logged, but not in the window."""
     records = log[log["model_version"].astype(str) == version]
     if since is not None:
         records = records[records["timestamp"] >= since]
@@ -141,44 +131,58 @@ def select(
     rows = parsed.rows
     if last is None and since is None:
         last = DEFAULT_LAST
-    if last is not None:
+    start = float("-inf")  # every parsed request is in the span, unless `last` cut some off
+    if last is not None and len(rows) > last:
         rows = rows.tail(last)
+        start = float(rows["timestamp"].min())
+    skipped = sum(1 for at in parsed.skipped_at if at >= start)
     if len(rows) < min_rows:
+        unreadable = f" ({skipped} more logged requests could not be read back)" if skipped else ""
         raise UsageError(
-            f"the window holds {len(rows)} predictions of version {version}, fewer than the "
-            f"{min_rows} needed to compare distributions: wait for more traffic, or widen it "
-            "(--since, --last)"
+            f"the window holds {len(rows)} predictions of version {version}{unreadable}, fewer "
+            f"than the {min_rows} needed to compare distributions: wait for more traffic, or "
+            "widen it (--since, --last)"
         )
     return Window(
         rows=rows.reset_index(drop=True),
         since=float(rows["timestamp"].min()),
         until=float(rows["timestamp"].max()),
         requests=rows["request_id"].nunique(),
-        skipped=parsed.skipped,
+        skipped=skipped,
     )
 
 
-def read_labels(path: Path, log: pd.DataFrame) -> pd.DataFrame:
-    """A labels file (CSV or Parquet: request_id, label or quality, optional row) checked
-    against the log: every id must be one the server answered."""
+def read_label_file(path: Path, name: str | None = None) -> pd.DataFrame:
+    """A labels file (CSV or Parquet: request_id, label or quality, optional row) as columns
+    request_id (text), row (0 when absent) and label; the one reader of label files, here and
+    in the retraining pipeline. A UsageError, naming the file as `name`, when it is missing
+    or lacks those columns."""
+    name = name or str(path)
     if not path.is_file():
-        raise UsageError(f"--labels {path}: no such file; give a CSV or Parquet file")
-    frame = read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        raise UsageError(f"{name}: no such file; give a CSV or Parquet file")
+    frame = logstore.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     frame = wine_label_column(frame)
     if "request_id" not in frame or LABEL not in frame:
         raise UsageError(
-            f"--labels {path}: needs columns request_id and label (or quality), has "
+            f"{name}: needs columns request_id and label (or quality), has "
             f"{', '.join(map(str, frame.columns))}"
         )
     if "row" not in frame:
         frame["row"] = 0
-    unknown = sorted(set(frame["request_id"].astype(str)) - set(log["request_id"].astype(str)))
+    return frame[["request_id", "row", LABEL]].astype({"request_id": str, "row": "int64"})
+
+
+def read_labels(path: Path, log: pd.DataFrame) -> pd.DataFrame:
+    """A labels file (read_label_file) checked against the log: every id must be one the
+    server answered."""
+    frame = read_label_file(path, f"--labels {path}")
+    unknown = sorted(set(frame["request_id"]) - set(log["request_id"].astype(str)))
     if unknown:
         raise UsageError(
             f"--labels {path}: {len(unknown)} of {frame['request_id'].nunique()} request ids "
             f"are not in this prediction log (e.g. {unknown[0]}): is it this model's labels file?"
         )
-    return frame[["request_id", "row", LABEL]].astype({"request_id": str, "row": "int64"})
+    return frame
 
 
 def attach_labels(rows: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """Labelled data for retraining: the true values people (or a feedback system) learn after a
 prediction, joined with the prediction log to recover each labelled row's inputs.
 
-Label files (CSV or Parquet: request_id, label or quality, optional row) are dropped into
+Label files (CSV or Parquet: request_id, label or quality, optional row; read as the monitor's
+`--labels` is, by mlstack.monitor.window.read_label_file) are dropped into
 `<labels dir>/<model>/`. A retraining reads the new ones, keeps each joined row with its inputs
 in `<labels dir>/<model>/used/<file>.parquet` and moves the file itself to `used/` too: a
 file is new exactly once, and every later retraining still learns from the rows it brought.
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from mlstack.data import WINE_FEATURES, WINE_TARGET
-from mlstack.monitor.profiles import LABEL, Profile, wine_label_column
-from mlstack.serving.predlog import read_parquet
+from mlstack.logstore import read_parquet, write_parquet
+from mlstack.monitor.profiles import LABEL, Profile
+from mlstack.monitor.window import read_label_file
 
 USED = "used"
 SUFFIXES = (".csv", ".parquet")
@@ -52,14 +54,6 @@ def new_files(labels_dir: Path, model: str) -> list[Path]:
     """Label files of `model` not used by a retraining yet."""
     folder = labels_dir / model
     return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix in SUFFIXES)
-
-
-def _read(path: Path) -> pd.DataFrame:
-    frame = read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    frame = wine_label_column(frame)
-    if "row" not in frame:
-        frame["row"] = 0
-    return frame[["request_id", "row", LABEL]].astype({"request_id": str, "row": "int64"})
 
 
 def _empty(kind: str) -> pd.DataFrame:
@@ -98,7 +92,7 @@ def gather_new(labels_dir: Path, model: str, profile: Profile, logs: pd.DataFram
     files = new_files(labels_dir, model)
     if not files:
         return Labelled(profile.kind, _empty(profile.kind))
-    labels = pd.concat([_read(f) for f in files], ignore_index=True)
+    labels = pd.concat([read_label_file(f) for f in files], ignore_index=True)
     table, unknown = join(logs, labels, profile)
     return Labelled(profile.kind, table, files, unknown)
 
@@ -113,8 +107,6 @@ def used(labels_dir: Path, model: str, kind: str) -> Labelled:
 
 def mark_used(labels_dir: Path, model: str, labelled: Labelled) -> None:
     """Keep the new rows with their inputs under used/, and move their files there."""
-    from mlstack.serving.predlog import write_parquet
-
     folder = labels_dir / model / USED
     folder.mkdir(parents=True, exist_ok=True)
     if len(labelled):

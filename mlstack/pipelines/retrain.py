@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlstack import logstore
 from mlstack.data import BUILTIN_DIGITS
 from mlstack.errors import UsageError
 from mlstack.monitor.reference import KIND_TAG
@@ -85,14 +86,11 @@ def prediction_logs(client: Any, model: str) -> Any:
     """Every record of every prediction-log run of `model` (for joining labels)."""
     import pandas as pd
 
-    from mlstack.serving.predlog import load_prediction_log
-
-    experiment = client.get_experiment_by_name(f"{model}-predictions")
-    if experiment is None:
-        return pd.DataFrame(columns=["request_id", "request", "content_type"])
-    runs = client.search_runs([experiment.experiment_id], "tags.`mlstack.kind` = 'prediction-log'")
-    logs = [load_prediction_log(r.info.run_id, client.tracking_uri) for r in runs]
-    return pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
+    runs = logstore.prediction_log_runs(client, model)
+    logs = [logstore.load_prediction_log(r.info.run_id, client.tracking_uri) for r in runs]
+    if not logs:
+        return pd.DataFrame(columns=list(logstore.SCHEMA_FIELDS))
+    return pd.concat(logs, ignore_index=True)
 
 
 def monitor_step(model: str, last: int, tags: dict[str, str], settings: Settings) -> Any:
@@ -169,63 +167,76 @@ def run_pipeline(
     settings = settings or get_settings()
     tracking.configure_tracking(settings)
     client = mlflow.MlflowClient()
-    labels_dir = labels_dir or settings.labels_path
     experiment_id = tracking.experiment_id_for(f"{model}-pipelines", settings, client)
     run = client.create_run(
         experiment_id,
         run_name=f"retrain-{model}-{time.strftime('%Y%m%dT%H%M%S')}",
-        tags={"mlstack.kind": PIPELINE_KIND, "mlstack.model_name": model, **(tags or {})},
+        tags={logstore.KIND_TAG: PIPELINE_KIND, logstore.MODEL_NAME_TAG: model, **(tags or {})},
     )
     result = PipelineResult(model=model, run_id=run.info.run_id)
-    links = {"mlstack.pipeline_run_id": result.run_id}
     status = "FAILED"
     try:
-        try:
-            champion = champion_run(client, model)
-        except UsageError as exc:  # nothing to retrain yet: say so, and wait for the next run
-            result.decision = f"skipped: {exc}"
-            _record(client, result)
-            status = "FINISHED"
-            return result
-        kind = champion.data.tags[KIND_TAG]
-        checked = step("monitor", monitor_step, model, last, links, settings)
-        if isinstance(checked, UsageError):
-            result.monitoring = f"not monitored: {checked}"
-        else:
-            result.drift, result.monitoring = checked.drift, checked.line()
-            result.monitoring_run_id = checked.run_id
-            links["mlstack.monitoring_run_id"] = checked.run_id
-        new = step(
-            "labelled-data",
-            lambda: labelling.gather_new(
-                labels_dir, model, _profile(kind), prediction_logs(client, model)
-            ),
-        )
-        result.new_rows, result.unknown_ids = len(new), new.unknown_ids
-        if not len(new):
-            result.decision = "no new labelled rows, nothing to retrain on" + (
-                "; drift recorded" if result.drift else ""
-            )
-        else:
-            result.trigger = "drift" if result.drift else "new-data"
-            previous = labelling.used(labels_dir, model, kind)
-            extra = labelling.Labelled(kind, _concat(previous.table, new.table)).training_data()
-            links["mlstack.trigger"] = result.trigger
-            trained = step(
-                "train", train_step, kind, champion, extra, params or {}, data, model, links,
-                settings,
-            )  # fmt: skip
-            labelling.mark_used(labels_dir, model, new)
-            decision = trained.promotion
-            result.training_run_id, result.version = trained.run_id, decision.version
-            result.promoted, result.decision = decision.promoted, decision.summary()
-            for key, value in links.items():
-                client.set_model_version_tag(model, decision.version, key, value)
+        _steps(
+            client, result, labels_dir or settings.labels_path, last, params or {}, data,
+            settings, step,
+        )  # fmt: skip
         _record(client, result)
         status = "FINISHED"
     finally:
         client.set_terminated(result.run_id, status)
     return result
+
+
+def _steps(
+    client: Any,
+    result: PipelineResult,
+    labels_dir: Path,
+    last: int,
+    params: dict[str, Any],
+    data: str | None,
+    settings: Settings,
+    step: Step,
+) -> None:
+    """Monitor, gather new labelled rows, and retrain on them: what happened, into `result`."""
+    model = result.model
+    links = {"mlstack.pipeline_run_id": result.run_id}
+    try:
+        champion = champion_run(client, model)
+    except UsageError as exc:  # nothing to retrain yet: say so, and wait for the next run
+        result.decision = f"skipped: {exc}"
+        return
+    kind = champion.data.tags[KIND_TAG]
+    checked = step("monitor", monitor_step, model, last, links, settings)
+    if isinstance(checked, UsageError):
+        result.monitoring = f"not monitored: {checked}"
+    else:
+        result.drift, result.monitoring = checked.drift, checked.line()
+        result.monitoring_run_id = checked.run_id
+        links["mlstack.monitoring_run_id"] = checked.run_id
+    new = step(
+        "labelled-data",
+        lambda: labelling.gather_new(
+            labels_dir, model, _profile(kind), prediction_logs(client, model)
+        ),
+    )
+    result.new_rows, result.unknown_ids = len(new), new.unknown_ids
+    if not len(new):
+        result.decision = "no new labelled rows, nothing to retrain on" + (
+            "; drift recorded" if result.drift else ""
+        )
+        return
+    result.trigger = "drift" if result.drift else "new-data"
+    previous = labelling.used(labels_dir, model, kind)
+    extra = labelling.Labelled(kind, _concat(previous.table, new.table)).training_data()
+    links["mlstack.trigger"] = result.trigger
+    trained = step("train", train_step, kind, champion, extra, params, data, model, links,
+                   settings)  # fmt: skip
+    labelling.mark_used(labels_dir, model, new)
+    decision = trained.promotion
+    result.training_run_id, result.version = trained.run_id, decision.version
+    result.promoted, result.decision = decision.promoted, decision.summary()
+    for key, value in links.items():
+        client.set_model_version_tag(model, decision.version, key, value)
 
 
 def _profile(kind: str) -> Any:
@@ -252,7 +263,7 @@ def _record(client: Any, result: PipelineResult) -> None:
     for key, value in (
         ("mlstack.monitoring_run_id", result.monitoring_run_id),
         ("mlstack.training_run_id", result.training_run_id),
-        ("mlstack.model_version", result.version),
+        (logstore.MODEL_VERSION_TAG, result.version),
     ):
         if value:
             tags[key] = value

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -25,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mlstack.logstore import Record, new_record
 from mlstack.serving import fastpath
 from mlstack.serving.metrics import Metrics
 from mlstack.serving.model import ServedModel
-from mlstack.serving.predlog import PredictionLog, Record
+from mlstack.serving.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,6 @@ def _log_full() -> JSONResponse:
     )
 
 
-def _count_predictions(response: str) -> int:
-    """Rows answered: the length of "predictions" (0 when it is not a list)."""
-    predictions = json.loads(response).get("predictions")
-    return len(predictions) if isinstance(predictions, list) else 0
-
-
 def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> tuple[Response, int] | None:
     """The fast path's (answer, rows), or None when the request is not plain tabular JSON."""
     mime, *params = (part.strip() for part in content_type.split(";"))
@@ -137,18 +131,16 @@ def _record(
 ) -> Record:
     """The prediction-log record of one answered request."""
     model = state.model
-    response = bytes(answer.body).decode()
-    return Record(
+    return new_record(
         request_id=request_id,
-        timestamp=time.time(),
         model_name=model.name,
         model_version=model.version,
         run_id=model.run_id,
         content_type=content_type,
-        request=body.decode("utf-8", errors="replace"),
-        response=response,
-        rows=rows if rows is not None else _count_predictions(response),
-    )  # fmt: skip
+        request=body,
+        response=bytes(answer.body),
+        rows=rows,
+    )
 
 
 class _Routes:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mlstack import logstore
 from mlstack.errors import UsageError
 
 # Column types the fast path turns into one float64 matrix exactly as pandas + scikit-learn do.
@@ -166,12 +167,13 @@ def latest_check(client: Any, model: ServedModel) -> dict[str, Any] | None:
     """The newest drift check (python -m mlstack.monitor) of the version being served."""
     if client is None or not model.name or not model.version:
         return None
-    experiment = client.get_experiment_by_name(f"{model.name}-monitoring")
+    experiment = client.get_experiment_by_name(logstore.monitoring_experiment(model.name))
     if experiment is None:
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        f"tags.`mlstack.model_version` = '{model.version}' and attributes.status = 'FINISHED'",
+        f"tags.`{logstore.MODEL_VERSION_TAG}` = '{model.version}' "
+        "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -186,7 +188,7 @@ def latest_check(client: Any, model: ServedModel) -> dict[str, Any] | None:
         "checked_at": time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)
         ),
-        "window": run.data.tags.get("mlstack.window"),
+        "window": run.data.tags.get(logstore.WINDOW_TAG),
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
     }

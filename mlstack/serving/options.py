@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mlstack.cli import OneLineErrorParser
 from mlstack.errors import UsageError
+from mlstack.logstore import predictions_experiment
 from mlstack.serving.model import MODEL_URI
 
 PROG = "python -m mlstack.serving"
@@ -42,7 +43,7 @@ class ServeOptions:
         if named := dest.removeprefix("mlflow").removeprefix(":"):
             return named
         match = MODEL_URI.match(self.model_uri)
-        return f"{match['name']}-predictions" if match else "predictions"
+        return predictions_experiment(match["name"]) if match else "predictions"
 
     def check(self) -> None:
         """Raise UsageError for a combination no server can honour."""

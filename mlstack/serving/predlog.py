@@ -1,6 +1,8 @@
-"""The prediction log: every answered request, written off the request path as Parquet files.
+"""The prediction log's writer: every answered request, written off the request path as Parquet
+files.
 
-Each record: request id, time, model name/version/run id, content type, the request body and the
+Each record (mlstack.logstore.Record, which also reads logs back and names their experiments
+and tags): request id, time, model name/version/run id, content type, the request body and the
 response body, and the row count. A background thread writes batches (`--log-batch` records or
 every `--log-flush-s` seconds) as `predictions-<time>-<pid>-<seq>.parquet` to a sink:
 
@@ -26,9 +28,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from mlstack import logstore
+from mlstack.logstore import Record, frame_of, write_parquet
+
+# Readers import it from mlstack.logstore; this re-export keeps older importers working
+# (tests/integration/test_model_serving.py, tests/docker/test_compose_stack.py,
+# benchmarks/monitoring.py) until they move.
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,33 +44,6 @@ if TYPE_CHECKING:
     from mlstack.serving.options import ServeOptions
 
 log = logging.getLogger(__name__)
-
-SCHEMA_FIELDS = (
-    "request_id",
-    "timestamp",
-    "model_name",
-    "model_version",
-    "run_id",
-    "content_type",
-    "request",
-    "response",
-    "rows",
-)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One answered request."""
-
-    request_id: str
-    timestamp: float
-    model_name: str | None
-    model_version: str | None
-    run_id: str | None
-    content_type: str
-    request: str
-    response: str
-    rows: int
 
 
 class Sink(Protocol):
@@ -73,13 +54,6 @@ class Sink(Protocol):
 
     def write(self, name: str, frame: pd.DataFrame) -> None:
         """Store one batch as `name`.parquet, whole or not at all."""
-
-
-def frame_of(records: list[Record]) -> pd.DataFrame:
-    """Records as the table a log file holds."""
-    import pandas as pd
-
-    return pd.DataFrame([asdict(r) for r in records], columns=list(SCHEMA_FIELDS))
 
 
 class DirectorySink:
@@ -102,7 +76,7 @@ class DirectorySink:
 class MlflowRunSink:
     """Parquet files as artifacts of one MLflow run, under `predictions/`."""
 
-    ARTIFACT_PATH = "predictions"
+    ARTIFACT_PATH = logstore.ARTIFACT_PATH
 
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
@@ -119,23 +93,6 @@ class MlflowRunSink:
             self.client.log_artifact(self.run_id, str(path), self.ARTIFACT_PATH)
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
-    """One Parquet file as a DataFrame, read with fastparquet: pyarrow's reader leaves a thread
-    pool that can abort the process at exit ("terminate called without an active exception",
-    apache/arrow#34314; seen once in this project's test suite)."""
-    import fastparquet
-
-    return fastparquet.ParquetFile(str(path)).to_pandas()
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """One Parquet file, zstd-compressed, written with fastparquet (the serving image has no
-    pyarrow; any Parquet reader reads the file)."""
-    import fastparquet
-
-    fastparquet.write(str(path), frame, compression="ZSTD", write_index=False)
-
-
 def open_prediction_run(client: Any, model_uri: str, experiment: str) -> str:
     """Start the MLflow run whose artifacts hold this server's prediction log; its id."""
     from mlstack.settings import get_settings
@@ -145,7 +102,7 @@ def open_prediction_run(client: Any, model_uri: str, experiment: str) -> str:
     run = client.create_run(
         experiment_id,
         run_name=f"serving-{time.strftime('%Y%m%dT%H%M%S')}",
-        tags={"mlstack.kind": "prediction-log", "mlstack.model_uri": model_uri},
+        tags={logstore.KIND_TAG: logstore.PREDICTION_LOG_KIND, logstore.MODEL_URI_TAG: model_uri},
     )
     return run.info.run_id
 
@@ -169,27 +126,6 @@ def prediction_run(client: Any, options: ServeOptions) -> Iterator[str | None]:
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status)
-
-
-def load_prediction_log(source: str | Path, tracking_uri: str | None = None) -> pd.DataFrame:
-    """Every record of a prediction log, as a DataFrame: `source` is a log
-    directory or a run id whose artifacts hold one (`--log-predictions mlflow`)."""
-    import mlflow
-    import pandas as pd
-
-    path = Path(source)
-    if not path.is_dir():
-        path = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=str(source),
-                artifact_path=MlflowRunSink.ARTIFACT_PATH,
-                tracking_uri=tracking_uri,
-            )
-        )
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        return pd.DataFrame(columns=list(SCHEMA_FIELDS))
-    return pd.concat([read_parquet(f) for f in files], ignore_index=True)
 
 
 class PredictionLog:

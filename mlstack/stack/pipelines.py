@@ -102,6 +102,14 @@ class RetrainRunner(Service):
         """The models it serves a deployment for."""
         return [m.strip() for m in self.config.retrain_models.split(",") if m.strip()]
 
+    def make_labels_dirs(self) -> list[Path]:
+        """Create `<labels_dir>/<model>/` for each model (the stack tells people to drop label
+        files there, and simulate's --labels-out writes into one); the folders."""
+        folders = [self.config.labels_dir / model for model in self.models()]
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        return folders
+
     def start(self) -> None:
         """Start the runner (tracking server and labels dir of this stack); wait until every
         deployment is registered."""
@@ -113,7 +121,7 @@ class RetrainRunner(Service):
             MLFLOW_DISABLE_TELEMETRY="true",
             MLSTACK_LABELS_DIR=str(c.labels_dir),
         )
-        c.labels_dir.mkdir(parents=True, exist_ok=True)
+        self.make_labels_dirs()
         every = f"{c.retrain_every_min:g}"
         argv = [sys.executable, "-m", "mlstack.pipelines", "serve", "--models",
                 ",".join(self.models()), "--every", every]  # fmt: skip

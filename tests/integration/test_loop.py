@@ -13,15 +13,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 
+from mlstack.logstore import load_prediction_log, prediction_log_runs
+from mlstack.polling import poll_until
 from mlstack.stack import NativeStack, free_port
+from mlstack.tracking import client_for
 from tests.helpers import (
     SHARED_WINE_CSV,
     http_server,
@@ -95,20 +100,32 @@ def _ok(proc, *codes: int) -> str:
     return proc.stdout
 
 
-def _simulate(env, url, kind, *, clean=0, shifted=0, seed=0, labels: Path | None = None) -> None:
+def _simulate(env, url, kind, *, clean=0, shifted=0, seed=0, labels: Path | None = None) -> set:
+    """Send the traffic; the ids of the requests answered (from the labels it writes: its
+    folder need not exist, simulate makes it)."""
+    labels = labels or Path(tempfile.mkdtemp(prefix="loop-ids-")) / "ids.csv"
     args = ["-m", "mlstack.monitor.simulate", "--server-url", url, "--kind", kind,
-            "--clean", str(clean), "--shifted", str(shifted), "--seed", str(seed)]  # fmt: skip
+            "--clean", str(clean), "--shifted", str(shifted), "--seed", str(seed),
+            "--labels-out", str(labels)]  # fmt: skip
     if kind == "wine":
         args += ["--data", env["MLSTACK_WINE_DATA"]]
-    if labels is not None:
-        labels.parent.mkdir(parents=True, exist_ok=True)
-        args += ["--labels-out", str(labels)]
     out = _ok(run_entry(args, env, timeout=600))
     assert "failed: none" in out, out
+    return set(pd.read_csv(labels)["request_id"])
 
 
-def _monitor(env, model: str, last: int) -> tuple[int, str]:
-    time.sleep(2.5)  # the server writes its log every second
+def _logged(env, model: str) -> set:
+    """The request ids in the model's newest prediction log (the server's run)."""
+    client = client_for(env["MLFLOW_TRACKING_URI"])
+    runs = prediction_log_runs(client, model, max_results=1)
+    if not runs:
+        return set()
+    return set(load_prediction_log(runs[0].info.run_id, client.tracking_uri)["request_id"])
+
+
+def _monitor(env, model: str, last: int, sent: set) -> tuple[int, str]:
+    # The server writes its log every second: wait until it holds what was just sent.
+    wait_for(lambda: sent <= _logged(env, model), 60, f"{len(sent)} requests in the log", 0.5)
     proc = run_entry(["-m", "mlstack.monitor", "--model", model, "--last", str(last)], env)
     assert proc.returncode in (0, 3), proc.stderr[-3000:]
     return proc.returncode, proc.stdout
@@ -120,6 +137,7 @@ def _version(url: str) -> str:
 
 def test_wine_loop_drift_retrain_promote_and_serve(loop_stack: NativeStack, env) -> None:
     labels = loop_stack.config.labels_dir / WINE
+    assert labels.is_dir()  # made by the stack, which tells people to drop label files there
     _ok(run_entry(["train.py", "--register-as", WINE], env))
     with _serving(env, WINE) as url:
         row = {"dataframe_records": [{"fixed acidity": 7.4, "volatile acidity": 0.7,
@@ -129,11 +147,11 @@ def test_wine_loop_drift_retrain_promote_and_serve(loop_stack: NativeStack, env)
         client = Client(url, row)
         client.start()
         try:
-            _simulate(env, url, "wine", clean=300)
-            code, line = _monitor(env, WINE, last=300)
+            sent = _simulate(env, url, "wine", clean=300)
+            code, line = _monitor(env, WINE, last=300, sent=sent)
             assert code == 0 and line.startswith("drift: no"), line
-            _simulate(env, url, "wine", shifted=500, seed=1, labels=labels / "shifted.csv")
-            code, line = _monitor(env, WINE, last=500)
+            sent = _simulate(env, url, "wine", shifted=500, seed=1, labels=labels / "shifted.csv")
+            code, line = _monitor(env, WINE, last=500, sent=sent)
             assert code == 3 and line.startswith("drift: yes"), line
 
             run = _ok(run_entry(["-m", "mlstack.pipelines", "run", WINE], env, timeout=900))
@@ -145,14 +163,15 @@ def test_wine_loop_drift_retrain_promote_and_serve(loop_stack: NativeStack, env)
             stronger = ["--params", json.dumps({"alpha": 50.0})]
             worse = run_entry(["-m", "mlstack.pipelines", "run", WINE, *stronger], env, 900)
             assert "champion stays v2" in _ok(worse), worse.stdout
-            time.sleep(3)  # three alias checks later, still v2
-            assert _version(url) == "2"
+            # Nothing to wait for, a thing that must not happen: watch three alias checks.
+            moved = poll_until(lambda: None if _version(url) != "2" else "still v2", 3.0)
+            assert moved == "still v2", "the server left v2 for the challenger"
         finally:
             client.done.set()
             client.join(30)
     assert client.statuses and set(client.statuses) == {200}, set(client.statuses)
 
-    mlflow_client = store_client_for(loop_stack)
+    mlflow_client = client_for(loop_stack.config.tracking_uri)
     assert mlflow_client.get_model_version_by_alias(WINE, "champion").version == "2"
     assert mlflow_client.get_model_version_by_alias(WINE, "challenger").version == "3"
     v2 = mlflow_client.get_model_version(WINE, "2")
@@ -172,13 +191,14 @@ def test_wine_loop_drift_retrain_promote_and_serve(loop_stack: NativeStack, env)
 
 def test_digits_loop_new_handwriting_is_caught_and_learnt(loop_stack: NativeStack, env) -> None:
     labels = loop_stack.config.labels_dir / DIGITS
+    assert labels.is_dir()
     _ok(run_entry(["train_digits.py", "--epochs", "8", "--register-as", DIGITS], env, 900))
     with _serving(env, DIGITS) as url:
-        _simulate(env, url, "digits", clean=200)
-        code, line = _monitor(env, DIGITS, last=200)
+        sent = _simulate(env, url, "digits", clean=200)
+        code, line = _monitor(env, DIGITS, last=200, sent=sent)
         assert code == 0, line
-        _simulate(env, url, "digits", shifted=400, seed=1, labels=labels / "new-hands.csv")
-        code, line = _monitor(env, DIGITS, last=400)
+        sent = _simulate(env, url, "digits", shifted=400, seed=1, labels=labels / "new-hands.csv")
+        code, line = _monitor(env, DIGITS, last=400, sent=sent)
         assert code == 3 and "worst:" in line, line
         run = _ok(run_entry(["-m", "mlstack.pipelines", "run", DIGITS], env, timeout=1200))
         assert "champion moved to it" in run, run
@@ -194,7 +214,7 @@ def test_the_runner_schedule_fires_by_itself(loop_stack: NativeStack, env, tmp_p
         runner = subprocess.Popen(cmd, env=runner_env, stdout=log, stderr=subprocess.STDOUT,
                                   cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     try:
-        client = store_client_for(loop_stack)
+        client = client_for(loop_stack.config.tracking_uri)
 
         def scheduled_runs() -> list:
             experiment = client.get_experiment_by_name(f"{SCHEDULED}-pipelines")
@@ -213,11 +233,3 @@ def test_the_runner_schedule_fires_by_itself(loop_stack: NativeStack, env, tmp_p
     finally:
         runner.terminate()
         runner.wait(60)
-
-
-def store_client_for(stack: NativeStack):
-    """An MlflowClient on the stack's server (tracking and registry)."""
-    import mlflow
-
-    uri = stack.config.tracking_uri
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

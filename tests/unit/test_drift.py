@@ -83,6 +83,29 @@ def test_every_request_form_reads_back_to_the_same_rows() -> None:
         assert list(group["prediction"]) == [5.0, 6.0, 7.0], request_id
 
 
+def test_a_profile_bug_stops_the_check_instead_of_counting_as_unreadable() -> None:
+    class Broken(type(WINE)):  # a bug in reading back, not a body the profile refuses
+        def matrix(self, body: str, content_type: str) -> np.ndarray:
+            raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError, match="bug"):
+        rows_from_log(_log([("application/json", "{}")], [[5.0]]), Broken())
+
+
+def test_the_window_counts_the_unreadable_requests_in_its_span_only() -> None:
+    from mlstack.monitor.window import select
+
+    frame = make_wine_frame(1)[list(WINE_FEATURES)]
+    good = ("application/json", json.dumps(scoring_requests(frame)["dataframe_split"]))
+    parquet = ("application/vnd.apache.parquet", "PAR1\ufffd\ufffd")  # logged as text
+    # Times 0..7: unreadable at 1 (before the window of the last 4) and at 6 (inside it).
+    bodies = [good, parquet, good, good, good, good, parquet, good]
+    log = _log(bodies, [[5.0]] * len(bodies))
+    window = select(log, "1", WINE, last=4, min_rows=1)
+    assert list(window.rows["timestamp"]) == [3.0, 4.0, 5.0, 7.0] and window.skipped == 1
+    assert select(log, "1", WINE, since=0.0, min_rows=1).skipped == 2  # the whole span
+
+
 def _wine_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame[list(WINE_FEATURES)].copy()
     rows["prediction"] = 0.3 * frame["alcohol"] - 1.5 * frame["volatile acidity"] + 2.5

@@ -1,10 +1,18 @@
 """`python -m mlstack.monitor` as a user runs it, on an embedded store with a registered wine
 model and prediction logs written as the server writes them: no drift on in-distribution
 traffic (exit 0), drift on shifted traffic (exit 3) with live performance from labels, the
-run that records it; and every bad input as one line, exit 2, with nothing logged."""
+run that records it; a logged request the profile cannot read counted, not silently dropped;
+every bad input as one line, exit 2, with nothing logged; and the simulator finding its data
+the way training does, network or not."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -15,7 +23,9 @@ from mlstack import wine
 from mlstack.data import WINE_FEATURES
 from mlstack.monitor.simulate import log_offline
 from mlstack.settings import Settings
-from tests.helpers import make_wine_frame, point_mlflow_at, run_entry, store_client, write_uci_csv
+from mlstack.stack import free_port
+from mlstack.tracking import configure_tracking, tracking_client
+from tests.helpers import PROJ_ROOT, make_wine_frame, run_entry, write_uci_csv
 
 pytestmark = pytest.mark.slow  # trains a model, runs the command
 
@@ -36,7 +46,7 @@ def store(tmp_path_factory) -> Settings:
 
 def _log(settings: Settings, uri: str, n: int, directory: Path, **kw) -> pd.DataFrame:
     """A prediction log of `n` simulated requests answered by `uri`; their labels."""
-    point_mlflow_at(settings.embedded_tracking_uri)
+    configure_tracking(settings)  # log_offline loads through the process-wide URIs
     return log_offline(uri, "wine", n, directory, data=settings.wine_data, **kw)
 
 
@@ -53,7 +63,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _monitoring_runs(settings: Settings) -> list:
-    client = store_client(settings)
+    client = tracking_client(settings)
     experiment = client.get_experiment_by_name("wine-monitoring")
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
@@ -97,24 +107,122 @@ def test_clean_traffic_is_no_drift_and_shifted_traffic_is_drift(store, tmp_path)
     # Live performance on the labelled rows is worse than the version's held-out figure.
     assert metrics["labelled_rows"] == WINDOW
     assert metrics["live_rmse"] > metrics["heldout_rmse"]
-    artifacts = {a.path for a in store_client(settings).list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in tracking_client(settings).list_artifacts(run.info.run_id)}
     assert {"report.html", "report.json"} <= artifacts
 
 
 def test_the_newest_log_run_of_the_model_is_found_by_name(store, tmp_path) -> None:
     settings = store
-    from mlstack.serving.predlog import MlflowRunSink
+    from mlstack.logstore import ARTIFACT_PATH
     from mlstack.tracking import experiment_id_for
 
-    client = store_client(settings)
+    client = tracking_client(settings)
     experiment = experiment_id_for("wine-predictions", settings, client)
     run = client.create_run(experiment, tags={"mlstack.kind": "prediction-log"})
     _log(settings, "models:/wine/1", 200, tmp_path / "log")
     for path in (tmp_path / "log").glob("*.parquet"):
-        client.log_artifact(run.info.run_id, str(path), MlflowRunSink.ARTIFACT_PATH)
+        client.log_artifact(run.info.run_id, str(path), ARTIFACT_PATH)
     proc = run_entry([*MONITOR, "--model", "wine", "--last", "100"], _env(settings))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "on 100 rows" in proc.stdout
+
+
+def test_a_logged_request_the_profile_cannot_read_is_counted_in_the_line_and_the_run(
+    store, tmp_path
+) -> None:
+    from mlstack.logstore import frame_of, load_prediction_log, new_record
+    from mlstack.serving.predlog import DirectorySink
+
+    settings = store
+    log = tmp_path / "log"
+    _log(settings, "models:/wine/1", 120, log)
+    newest = float(load_prediction_log(log)["timestamp"].max())
+    # A Parquet body, answered and logged as text: the wine profile cannot read it back. One
+    # is inside the window of the last 100 rows, one long before it.
+    unreadable = [
+        new_record(
+            request_id=f"parquet-{at}",
+            model_name="wine",
+            model_version="1",
+            run_id=None,
+            content_type="application/vnd.apache.parquet",
+            request=b"PAR1\x15\x04\xff",
+            response=b'{"predictions": [5.0]}',
+            timestamp=at,
+        )
+        for at in (newest - 1e-4, 0.0)
+    ]
+    DirectorySink(log).write("predictions-unreadable", frame_of(unreadable))
+
+    proc = run_entry([*MONITOR, "--model", "wine", "--log", str(log), "--last", "100"],
+                     _env(settings))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "on 100 rows (1 unreadable request skipped)" in proc.stdout, proc.stdout
+    (run,) = [r for r in _monitoring_runs(settings)
+              if r.data.tags["mlstack.prediction_log"] == str(log.resolve())]  # fmt: skip
+    assert run.data.metrics["skipped_requests"] == 1
+    assert run.data.metrics["rows"] == 100
+
+
+class _StubServer(BaseHTTPRequestHandler):
+    """Answers like our model server (a version, predictions with a request id), no model."""
+
+    def do_GET(self) -> None:
+        self._json({"version": "1"})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._json({"predictions": [5.0] * len(body["dataframe_split"]["data"])})
+
+    def _json(self, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Request-Id", uuid.uuid4().hex)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def test_simulate_reads_a_local_data_path_without_network_and_makes_the_labels_folder(
+    tmp_path,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StubServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    csv = write_uci_csv(make_wine_frame(200, seed=4), tmp_path / "wine.csv")
+    closed = f"http://127.0.0.1:{free_port()}"  # no network: the default data is unreachable
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLSTACK_"))}
+    env |= {"MLSTACK_STORE_DIR": str(tmp_path / "store"), "MLSTACK_DOWNLOAD_RETRIES": "1",
+            "MLSTACK_WINE_DATA": f"{closed}/winequality-red.csv", "HTTP_PROXY": closed,
+            "HTTPS_PROXY": closed, "NO_PROXY": "127.0.0.1"}  # fmt: skip
+    labels = tmp_path / "stack" / "labels" / "wine" / "batch-1.csv"  # no such folder yet
+    simulate = ["-m", "mlstack.monitor.simulate", "--server-url", url, "--clean", "30",
+                "--shifted", "20"]  # fmt: skip
+    try:
+        proc = run_entry([*simulate, "--data", str(csv), "--labels-out", str(labels)], env)
+        without_data = run_entry(simulate, env)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "failed: none" in proc.stdout and f"labels in {labels}" in proc.stdout
+    written = pd.read_csv(labels)
+    assert len(written) == 50 and set(written["phase"]) == {"clean", "shifted"}
+    # The control: without --data it would fetch the default, which this test cut off.
+    assert without_data.returncode == 2 and "cannot download" in without_data.stderr
+
+
+def test_make_simulate_finds_the_data_make_train_finds(tmp_path) -> None:
+    csv = tmp_path / "team-copy.csv"
+    commands = {}
+    for target, command in (("train", " train.py "), ("simulate", " -m mlstack.monitor.simulate ")):
+        dry = subprocess.run(["make", "-n", target, f"DATA={csv}"], cwd=PROJ_ROOT,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        (commands[target],) = [ln for ln in dry.stdout.splitlines() if command in ln]
+    assert all(f'--data "{csv}"' in line for line in commands.values()), commands
 
 
 @pytest.mark.parametrize(
@@ -159,7 +267,7 @@ def _log_without_reference(settings: Settings, tmp_path: Path) -> Path:
     """A log of a model registered the way MLflow's examples do: no reference."""
     from sklearn.linear_model import LinearRegression
 
-    point_mlflow_at(settings.embedded_tracking_uri)
+    configure_tracking(settings)  # mlflow.start_run and log_model are fluent
     rows = make_wine_frame(100)
     frame = rows[list(WINE_FEATURES)]
     with mlflow.start_run():

@@ -5,6 +5,7 @@ bad input, a Prefect server that is down included."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,54 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("python -m mlstack.pipelines: error:") and message in last
+
+
+def test_prefect_is_configured_from_the_pipelines_settings(monkeypatch) -> None:
+    from mlstack.pipelines.__main__ import configure_prefect
+    from mlstack.settings import DEFAULT_PREFECT_URL, PipelinesSettings
+
+    for name in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, "")  # recorded, so what configure_prefect writes is undone
+        monkeypatch.delenv(name)
+    assert configure_prefect(PipelinesSettings()) == DEFAULT_PREFECT_URL
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    # What the user exported is read by the settings object; --prefect-url beats it.
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api")
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    assert configure_prefect(PipelinesSettings()) == "http://prefect.example:4200/api"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
+    assert (
+        configure_prefect(PipelinesSettings(), "http://other:4200/api") == "http://other:4200/api"
+    )
+    assert os.environ["PREFECT_API_URL"] == "http://other:4200/api"
+
+
+def test_label_files_are_read_as_the_monitor_reads_them(tmp_path: Path) -> None:
+    from mlstack.errors import UsageError
+    from mlstack.logstore import write_parquet
+    from mlstack.monitor.window import read_labels
+
+    log, _ = _log("wine")
+    folder = tmp_path / "wine"
+    folder.mkdir()
+    # Parquet, the label named as in the training data, no row column: row 0 of each request.
+    write_parquet(pd.DataFrame({"request_id": ["a", "b"], "quality": [6, 4]}),
+                  folder / "feedback.parquet")  # fmt: skip
+    new = labelling.gather_new(tmp_path, "wine", PROFILES["wine"], log)
+    monitored = read_labels(folder / "feedback.parquet", log)
+    assert list(new.table["quality"]) == list(monitored["label"]) == [6, 4]
+    assert list(monitored["row"]) == [0, 0]
+    pd.DataFrame({"request_id": ["a"], "score": [1]}).to_csv(folder / "bad.csv", index=False)
+    with pytest.raises(UsageError, match=r"bad\.csv: needs columns request_id and label"):
+        labelling.gather_new(tmp_path, "wine", PROFILES["wine"], log)
+
+
+def test_the_stack_makes_each_retrained_models_labels_folder(tmp_path: Path) -> None:
+    from mlstack.stack.config import StackConfig
+    from mlstack.stack.pipelines import RetrainRunner
+    from mlstack.stack.processes import ProcessTable
+
+    config = StackConfig(state_dir=tmp_path, retrain_models="wine, digits")
+    folders = RetrainRunner(config, ProcessTable(tmp_path)).make_labels_dirs()
+    assert folders == [tmp_path / "labels" / "wine", tmp_path / "labels" / "digits"]
+    assert all(folder.is_dir() for folder in folders)

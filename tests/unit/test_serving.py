@@ -19,9 +19,10 @@ from starlette.testclient import TestClient
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
+from mlstack.logstore import Record, load_prediction_log
 from mlstack.serving.app import _fast_answer, create_app
 from mlstack.serving.model import load_model
-from mlstack.serving.predlog import MlflowRunSink, PredictionLog, Record, load_prediction_log
+from mlstack.serving.predlog import MlflowRunSink, PredictionLog
 from mlstack.serving.supervisor import unsent_note
 from mlstack.serving.worker import spill_report
 from mlstack.settings import Settings

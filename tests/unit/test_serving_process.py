@@ -14,16 +14,17 @@ import threading
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 import requests
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES, read_wine_csv
-from mlstack.serving.predlog import load_prediction_log
+from mlstack.logstore import load_prediction_log
+from mlstack.registry import load_pyfunc
 from mlstack.settings import Settings
 from mlstack.stack import free_port
-from tests.helpers import PROJ_ROOT, http_server, store_client, wait_for
+from mlstack.tracking import tracking_client
+from tests.helpers import PROJ_ROOT, http_server, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_reload_under_load_answers_every_request_from_one_version(
     _register(settings, alpha=0.5)
     frame = read_wine_csv(Path(settings.wine_data))[list(WINE_FEATURES)].head(2)
     body = {"dataframe_records": frame.to_dict(orient="records")}
-    v1 = list(mlflow.pyfunc.load_model("models:/wine/1").predict(frame))
+    v1 = list(load_pyfunc("models:/wine/1", tracking_client(settings)).predict(frame))
     # (when the request was sent, status, predictions): the order answers are appended in is
     # not the order they were served (a client thread may wait for the GIL), the send time is.
     answers: list[tuple[float, int, list[float] | None]] = []
@@ -81,7 +82,7 @@ def test_reload_under_load_answers_every_request_from_one_version(
             stop.set()
             for t in threads:
                 t.join(30)
-    v2 = list(mlflow.pyfunc.load_model("models:/wine/2").predict(frame))
+    v2 = list(load_pyfunc("models:/wine/2", tracking_client(settings)).predict(frame))
     assert v1 != v2
     assert {status for _, status, _ in answers} == {200}
     assert all(p in (v1, v2) for _, _, p in answers)  # never a mix of two versions
@@ -172,8 +173,9 @@ def test_every_answered_request_is_logged_exactly_once(
         assert files and all(f.suffix == ".parquet" and not f.name.startswith(".") for f in files)
         table = load_prediction_log(logdir)
     else:  # one run in <model>-predictions, ended FINISHED, the batches its artifacts
-        (run,) = store_client(settings).search_runs(
-            [store_client(settings).get_experiment_by_name("wine-predictions").experiment_id]
+        client = tracking_client(settings)
+        (run,) = client.search_runs(
+            [client.get_experiment_by_name("wine-predictions").experiment_id]
         )
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlstack.kind"] == "prediction-log"
@@ -197,7 +199,7 @@ def test_a_version_that_cannot_load_leaves_every_worker_on_the_old_one(
         wait_for(lambda: len(_pids(url)) == int(workers), 120, "every worker to answer")
         _register(settings, alpha=0.01)  # the champion moves to v2 ...
         assert requests.get(f"{url}/version", timeout=5).json()["version"] == "1"  # no reload yet
-        location = store_client(settings).get_model_version_download_uri("wine", "2")
+        location = tracking_client(settings).get_model_version_download_uri("wine", "2")
         (Path(url2pathname(urlparse(location).path)) / "MLmodel").unlink()  # ... which is broken
         reloaded = requests.post(f"{url}/reload", timeout=120)
         assert reloaded.status_code == 500 and reloaded.json()["reloaded"] is False
