@@ -9,16 +9,18 @@ tags. Registration is all-or-nothing: if any step fails, the new version is dele
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from mlstack.errors import UsageError
 
@@ -30,6 +32,11 @@ TAG_PREFIX = "promotion."
 
 # Names end up in URIs such as models:/wine@champion, so keep them URI-safe.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_REGISTERED_MODEL_URI = re.compile(
+    r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$"
+)
+# What log_model returns in MLflow 3: the logged model's id (m- and 32 hex digits).
+_LOGGED_MODEL_URI = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]{32})$")
 
 
 def validate_model_name(name: str) -> str:
@@ -124,6 +131,8 @@ def register_and_promote(
 ) -> PromotionDecision:
     """Register `model_uri` as a new version of `name`, alias it, and apply the promotion rule.
 
+    `model_uri` is what log_model returned (`models:/<model id>`) or a location holding an
+    MLmodel. Everything goes through `client` (default: one on the process-wide URIs).
     `score_champion(model_uri)`, when given, measures the current champion on the same rows
     as `value` was; without it (or when it fails) the champion's run's own figure is used.
 
@@ -141,52 +150,186 @@ def register_and_promote(
         model_existed = True
     except MlflowException:
         aliases, model_existed = {}, False
-    previous_challenger = aliases.get(challenger_alias)
     champion_version = aliases.get(champion_alias)
-
     # Decide before registering, so the decision and both metrics go in with the version
     # itself (one request instead of one per tag).
-    champion_value, scored_on = None, "none"
-    if champion_version and score_champion is not None:
-        try:
-            champion_value = score_champion(f"models:/{name}/{champion_version}")
-            scored_on = "this version's held-out split"
-        except Exception as exc:  # a champion that cannot load: its own figure decides
-            log.warning("could not score %s v%s here (%s)", name, champion_version, exc)
-    if champion_version and champion_value is None:
-        champion_value = _champion_metric(client, name, champion_version, metric)
-        scored_on = "its own run's held-out split"
-    promoted = _beats(value, champion_value, greater_is_better)
-    tags = {
-        "run_id": run_id,
-        f"{TAG_PREFIX}metric": metric,
-        f"{TAG_PREFIX}candidate_value": repr(value),
-        f"{TAG_PREFIX}champion_version": champion_version or "none",
-        f"{TAG_PREFIX}champion_value": "none" if champion_value is None else repr(champion_value),
-        f"{TAG_PREFIX}champion_scored_on": scored_on,
-        f"{TAG_PREFIX}decision": "promoted" if promoted else "kept-champion",
-    }
-    mv = mlflow.register_model(model_uri, name, tags=tags)
-    new_version = str(mv.version)  # stores differ: int from SQL stores, str over REST
+    champion_value, scored_on = _champion_score(
+        client, name, champion_version, metric, score_champion
+    )
     decision = PromotionDecision(
         model_name=name,
-        version=new_version,
+        version="",  # known once registered
         metric=metric,
         greater_is_better=greater_is_better,
         candidate_value=value,
         champion_version=champion_version,
         champion_value=champion_value,
-        promoted=promoted,
+        promoted=_beats(value, champion_value, greater_is_better),
     )
+    tags = _decision_tags(decision, run_id, scored_on)
+    new_version = _create_version(client, name, model_uri, run_id, tags, model_existed)
+    moves = [challenger_alias, *([champion_alias] if decision.promoted else [])]
+    previous = {challenger_alias: aliases.get(challenger_alias), champion_alias: champion_version}
+    _set_aliases(client, name, new_version, moves, previous, model_existed)
+    return replace(decision, version=new_version)
+
+
+def _decision_tags(decision: PromotionDecision, run_id: str, scored_on: str) -> dict[str, str]:
+    """The `promotion.*` tags (and the run id) a new version is created with."""
+    champion_value = decision.champion_value
+    return {
+        "run_id": run_id,
+        f"{TAG_PREFIX}metric": decision.metric,
+        f"{TAG_PREFIX}candidate_value": repr(decision.candidate_value),
+        f"{TAG_PREFIX}champion_version": decision.champion_version or "none",
+        f"{TAG_PREFIX}champion_value": "none" if champion_value is None else repr(champion_value),
+        f"{TAG_PREFIX}champion_scored_on": scored_on,
+        f"{TAG_PREFIX}decision": "promoted" if decision.promoted else "kept-champion",
+    }
+
+
+def _set_aliases(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    moves: list[str],
+    previous: dict[str, str | None],
+    model_existed: bool,
+) -> None:
+    """Point each alias in `moves` at `version`; on any failure undo the whole registration
+    (see _rollback), then re-raise."""
     try:
-        client.set_registered_model_alias(name, challenger_alias, new_version)
-        if promoted:
-            client.set_registered_model_alias(name, champion_alias, new_version)
+        for alias in moves:
+            client.set_registered_model_alias(name, alias, version)
     except BaseException:
-        previous = {challenger_alias: previous_challenger, champion_alias: champion_version}
-        _rollback(client, name, new_version, model_existed, previous)
+        _rollback(client, name, version, model_existed, previous)
         raise
-    return decision
+
+
+def _champion_score(
+    client: MlflowClient,
+    name: str,
+    champion_version: str | None,
+    metric: str,
+    score_champion: Callable[[str], float] | None,
+) -> tuple[float | None, str]:
+    """(the champion's metric, where it was measured): on this version's held-out split when
+    `score_champion` can score it, else its own run's figure; (None, "none") without one."""
+    if not champion_version:
+        return None, "none"
+    if score_champion is not None:
+        try:
+            value = score_champion(f"models:/{name}/{champion_version}")
+            return value, "this version's held-out split"
+        except Exception as exc:  # a champion that cannot load: its own figure decides
+            log.warning("could not score %s v%s here (%s)", name, champion_version, exc)
+    return _champion_metric(client, name, champion_version, metric), "its own run's held-out split"
+
+
+def _create_version(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    model_existed: bool,
+) -> str:
+    """Create (the registered model if missing and) a new version of `name` from `model_uri`,
+    waited on until READY; its version number. A registered model made here for a version that
+    could not be created is deleted again."""
+    source, source_run_id, model_id = _version_source(client, model_uri)
+    if not model_existed:
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:  # created meanwhile by someone else: use it
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            model_existed = True
+    try:
+        # create_model_version waits (up to 5 min) until the version is READY.
+        mv = client.create_model_version(
+            name, source, run_id=source_run_id or run_id, tags=tags, model_id=model_id
+        )
+    except BaseException:
+        if not model_existed:
+            _delete_quietly(client, name)
+        raise
+    version = str(mv.version)  # stores differ: int from SQL stores, str over REST
+    if model_id:
+        _link_logged_model(client, model_id, name, version)
+    return version
+
+
+def _version_source(client: MlflowClient, model_uri: str) -> tuple[str, str | None, str | None]:
+    """(source, run id, logged-model id) of a new version of `model_uri`.
+
+    A logged model keeps MLflow's own source, `models:/<model id>` (the UI links the version
+    to its logged model by it), where the store resolves that the same way `client` would: a
+    tracking server does, but an in-process SQL store looks it up on the process-wide tracking
+    URI. When that names another store, the source is the artifact location `client` finds.
+    """
+    match = _LOGGED_MODEL_URI.match(model_uri)
+    if not match:
+        return model_uri, None, None
+    logged = client.get_logged_model(match["model_id"])
+    resolved_alike = client.tracking_uri.startswith(("http://", "https://")) or (
+        mlflow.get_tracking_uri() == client.tracking_uri
+    )
+    source = model_uri if resolved_alike else logged.artifact_location
+    return source, logged.source_run_id, logged.model_id
+
+
+def _link_logged_model(client: MlflowClient, model_id: str, name: str, version: str) -> None:
+    """List the new version on its logged model (tag `mlflow.modelVersions`), as
+    mlflow.register_model does: the MLflow UI shows it on the model's page."""
+    entry = {"name": name, "version": version}
+    try:
+        existing = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+        listed = json.loads(existing) if existing else []
+        if entry not in listed:
+            client.set_logged_model_tags(
+                model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*listed, entry])}
+            )
+    except MlflowException as exc:  # the version exists and works; only the link is missing
+        log.warning("could not list %s v%s on logged model %s: %s", name, version, model_id, exc)
+
+
+def _delete_quietly(client: MlflowClient, name: str) -> None:
+    try:
+        client.delete_registered_model(name)
+    except MlflowException as exc:
+        log.error("could not delete the empty registered model %s again: %s", name, exc)
+
+
+def load_pyfunc(model_uri: str, client: MlflowClient) -> Any:
+    """Load `model_uri` as a pyfunc model from `client`'s own store, whatever the process-wide
+    URIs are: `models:/NAME/N`, `models:/NAME@ALIAS` and `models:/<model id>` are resolved by
+    `client`, the files downloaded (to a new temporary directory) and loaded from there.
+
+    Returns:
+        The loaded mlflow.pyfunc.PyFuncModel.
+    """
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    location = model_location(model_uri, client)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=location, tracking_uri=client.tracking_uri
+    )
+    return mlflow.pyfunc.load_model(local)
+
+
+def model_location(model_uri: str, client: MlflowClient) -> str:
+    """Where the files of `model_uri` are (a `models:/` URI resolved by `client`; any other
+    URI, such as `runs:/...` or a path, as given)."""
+    if logged := _LOGGED_MODEL_URI.match(model_uri):
+        return client.get_logged_model(logged["model_id"]).artifact_location
+    if registered := _REGISTERED_MODEL_URI.match(model_uri):
+        name, version = registered["name"], registered["version"]
+        if registered["alias"]:
+            version = str(client.get_model_version_by_alias(name, registered["alias"]).version)
+        return client.get_model_version_download_uri(name, version)
+    return model_uri
 
 
 def register_if_asked(
@@ -197,15 +340,18 @@ def register_if_asked(
     metrics: dict[str, float],
     rule: PromotionRule,
     score: Callable[[Any], float] | None = None,
+    client: MlflowClient | None = None,
 ) -> PromotionDecision | None:
     """Register and promote (register_and_promote) when `register_as` names a model; the
     decision, or None when no registration was asked for. `score(pyfunc_model)` measures a
-    model on this run's held-out split, to score the champion on the same rows."""
+    model on this run's held-out split, to score the champion on the same rows. `client`
+    (default: one on the process-wide URIs) registers, and loads the champion."""
     if not register_as:
         return None
+    client = client or MlflowClient()
 
     def score_champion(uri: str) -> float:
-        return score(mlflow.pyfunc.load_model(uri))  # type: ignore[misc]
+        return score(load_pyfunc(uri, client))  # type: ignore[misc]
 
     return register_and_promote(
         model_uri,
@@ -215,6 +361,7 @@ def register_if_asked(
         value=metrics[rule.metric],
         greater_is_better=rule.greater_is_better,
         score_champion=score_champion if score else None,
+        client=client,
     )
 
 

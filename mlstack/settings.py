@@ -1,7 +1,11 @@
-"""One typed settings object, read from the environment and `.env`; nothing happens on import.
+"""Typed settings, one object per process kind, read from the environment; nothing happens on
+import.
 
-Every entry point builds a `Settings` once (`get_settings()`) and passes it down, so a
-value has one name (`MLSTACK_<FIELD>` in the environment) and one default, here.
+Every training, registry, serving and monitoring entry point builds a `Settings` once
+(`get_settings()`, which also reads `.env`) and passes it down, so a value has one name
+(`MLSTACK_<FIELD>` in the environment) and one default, here. The other process kinds read
+only what they need: `ClientSettings` (the web client), `StackSettings` (the native stack) and
+`PipelinesSettings` (the retraining runner's command).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Settings(BaseSettings):
     server_retries: int = Field(
         default=3,
         ge=0,
+        # MLflow's own variable first: a value the user exported for MLflow keeps winning.
+        validation_alias=AliasChoices("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLSTACK_SERVER_RETRIES"),
         description="Retries of a failed tracking-server request (MLflow's own default of 7 "
         "with doubling back-off keeps a client waiting ~4 minutes when the server is broken).",
     )
@@ -84,3 +90,53 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings from the environment (and `.env` in the project root)."""
     return Settings()
+
+
+DEFAULT_CLIENT_SERVER_URL = "http://127.0.0.1:8080"
+DEFAULT_CLIENT_MLFLOW_URL = "http://127.0.0.1:5000"
+DEFAULT_PREFECT_URL = "http://127.0.0.1:4200/api"
+
+
+class ClientSettings(BaseSettings):
+    """The web client's page (`python -m mlstack.client` sets both for the Streamlit process)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_CLIENT_", extra="ignore")
+
+    server_url: str = Field(
+        default=DEFAULT_CLIENT_SERVER_URL, description="Our model server, the sidebar's default."
+    )
+    mlflow_url: str = Field(
+        default=DEFAULT_CLIENT_MLFLOW_URL,
+        description="The MLflow UI as the browser sees it (the page's links only).",
+    )
+
+
+class StackSettings(BaseSettings):
+    """The native stack (`python -m mlstack.stack`): other installs of its server binaries.
+
+    Environment only, no `.env`: these name binaries on this machine, not project settings.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MLSTACK_", extra="ignore", env_ignore_empty=True)
+
+    pg_bin: Path | None = Field(
+        default=None, description="PostgreSQL's bin/ directory (initdb, postgres, pg_ctl)."
+    )
+    weed_bin: Path | None = Field(default=None, description="SeaweedFS' `weed` binary.")
+
+
+class PipelinesSettings(BaseSettings):
+    """`python -m mlstack.pipelines`: Prefect's own variables, read under their own names."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    prefect_api_url: str = Field(
+        default=DEFAULT_PREFECT_URL,
+        validation_alias="PREFECT_API_URL",
+        description="The Prefect server's API (--prefect-url overrides it).",
+    )
+    prefect_analytics: bool = Field(
+        default=False,
+        validation_alias="PREFECT_SERVER_ANALYTICS_ENABLED",
+        description="Prefect's telemetry; off unless the user turned it on.",
+    )

@@ -1,7 +1,9 @@
 """MLflow tracking setup and the run lifecycle shared by every training entry point.
 
-`configure_tracking` is an explicit call (never done at import). `tracked_run` guarantees a run
-that started ends FINISHED or FAILED, never RUNNING, even on Ctrl-C or SIGTERM.
+`tracking_client(settings)` is a client on the store the settings name; `configure_tracking`
+also points the process-wide URIs there, for the fluent APIs only. Both are explicit calls
+(never done at import). `tracked_run` guarantees a run that started ends FINISHED or FAILED,
+never RUNNING, even on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
 from mlstack.errors import UsageError
 from mlstack.provenance import check_container_store, image_code_tags
@@ -38,6 +41,9 @@ PROXIED_ARTIFACTS_ONLY = {
     "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
     "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
 }
+# MLflow's back-off between retries (seconds, doubling per retry); with Settings.server_retries
+# it keeps a request to a broken server failing in seconds, not minutes.
+SERVER_BACKOFF_FACTOR = "1"
 
 
 @dataclass(frozen=True)
@@ -91,44 +97,75 @@ class Terminated(BaseException):
     """
 
 
+def tracking_uri(settings: Settings) -> str:
+    """The tracking (and registry) URI `settings` name, made ready to use: the embedded store's
+    directory exists, or the server answers and MLflow's request options follow `settings`.
+
+    Changes no process-wide MLflow URI; pass the result to `client_for`, or to
+    `configure_tracking` where fluent APIs need it.
+    """
+    # Our commands print one line with the run's link; MLflow's own "View run" line on stdout
+    # would make that two (it prints it for server URIs). MLflow reads it from the environment
+    # only, and so do the options below.
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    if settings.uses_embedded_store:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+        return settings.embedded_tracking_uri
+    uri = str(settings.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+        # MLflow reads these from the environment at each request, so they are set (not
+        # defaulted) from these settings each time: the last settings configured apply, never
+        # whichever came first. A value the user exported wins through Settings.server_retries.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.server_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = SERVER_BACKOFF_FACTOR
+        os.environ.update(PROXIED_ARTIFACTS_ONLY)
+    return uri
+
+
+def client_for(uri: str) -> MlflowClient:
+    """An MlflowClient on `uri` for both tracking and the registry, whatever the process-wide
+    URIs are (MlflowClient(uri) alone would take its registry from the process-wide one)."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def tracking_client(settings: Settings) -> MlflowClient:
+    """A client on the store `settings` name (see tracking_uri); changes no global URI."""
+    return client_for(tracking_uri(settings))
+
+
 def configure_tracking(settings: Settings) -> str:
-    """Point MLflow (tracking and registry) at the server, or at the embedded SQLite store.
+    """Point the process-wide MLflow URIs (tracking and registry) at the store `settings` name,
+    for the fluent APIs (mlflow.start_run, mlflow.log_*, log_model), which take no client.
+
+    Code that can take a client should use `tracking_client` instead.
 
     Returns:
         The tracking URI in use.
     """
-    # Our commands print one line with the run's link; MLflow's own "View run" line on stdout
-    # would make that two (it prints it for server URIs).
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    if settings.uses_embedded_store:
-        settings.store_dir.mkdir(parents=True, exist_ok=True)
-        uri = settings.embedded_tracking_uri
-    else:
-        uri = str(settings.tracking_uri)
-        if uri.startswith(("http://", "https://")):
-            check_server(uri)
-            # MLflow reads these per request; a value the user exported wins.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.server_retries))
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-            for name, value in PROXIED_ARTIFACTS_ONLY.items():
-                os.environ.setdefault(name, value)
+    uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
 
 
-def check_server(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, with the fix, when the tracking server does not answer `/health`."""
+def check_server(
+    uri: str,
+    timeout_s: float = 5.0,
+    *,
+    what: str = "tracking server",
+    fix: str = "start it (`make stack-up`) or unset MLFLOW_TRACKING_URI to use the embedded store",
+) -> None:
+    """Fail in seconds, with the fix, when the server at `uri` does not answer `/health`."""
     import requests
 
-    fix = "start it (`make stack-up`) or unset MLFLOW_TRACKING_URI to use the embedded store"
     try:
         resp = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)
     except requests.RequestException as exc:
         reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
-        raise UsageError(f"tracking server {uri} is not reachable ({reason}); {fix}") from exc
+        raise UsageError(f"{what} {uri} is not reachable ({reason}); {fix}") from exc
     if resp.status_code != 200:
-        raise UsageError(f"tracking server {uri} answered /health with {resp.status_code}; {fix}")
+        raise UsageError(f"{what} {uri} answered /health with {resp.status_code}; {fix}")
 
 
 def describe_server_error(exc: BaseException) -> str:

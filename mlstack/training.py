@@ -56,7 +56,9 @@ def train(
     """
     settings = tracking.check_training_input(params, register_as, settings)
     recipe = prepare(settings)
-    tracking.configure_tracking(settings)
+    # The run itself is fluent (mlflow.start_run, log_*, log_model): the process-wide URIs must
+    # name the store. Registering and loading the champion take this client instead.
+    client = tracking.client_for(tracking.configure_tracking(settings))
     model = recipe.build()
     with tracking.tracked_run(
         recipe.experiment, settings, entry_point=recipe.entry_point, run_name=recipe.run_name
@@ -77,5 +79,6 @@ def train(
             metrics=metrics,
             rule=recipe.rule,
             score=recipe.score,
+            client=client,
         )
     return tracking.TrainResult.of(run, metrics, info.model_uri, decision)

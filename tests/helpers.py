@@ -13,14 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 
 from mlstack.data import WINE_FEATURES, WINE_TARGET
-from mlstack.settings import Settings
 
 PROJ_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJ_ROOT / "test-artifacts"  # screenshots and browser logs of failed page tests
@@ -92,16 +90,6 @@ def wait_for(
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def store_client(settings: Settings) -> mlflow.MlflowClient:
-    """A client on the test's embedded store for both tracking and registry.
-
-    MlflowClient(uri) alone takes its registry URI from the process-wide one, which an earlier
-    test may have pointed elsewhere.
-    """
-    uri = settings.embedded_tracking_uri
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def scoring_requests(frame: pd.DataFrame) -> dict[str, dict]:
@@ -192,16 +180,6 @@ def compose_binary() -> Path:
     import compose
 
     return Path(compose.__file__).parent / "docker-compose"
-
-
-def point_mlflow_at(uri: str) -> None:
-    """Point this process's MLflow at `uri` for both tracking and the registry.
-
-    Setting only the tracking URI leaves a registry URI an earlier test set in place, and
-    `models:/` URIs would then resolve against that (possibly stopped) server.
-    """
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
 
 
 @contextmanager

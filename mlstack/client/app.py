@@ -7,7 +7,6 @@ over HTTP; MLflow's address is used for links alone.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,8 @@ import streamlit as st
 
 from mlstack.client import inputs
 from mlstack.client.api import ClientError, ServerClient
+from mlstack.settings import ClientSettings
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
-DEFAULT_MLFLOW_URL = "http://127.0.0.1:5000"
 DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
@@ -29,14 +27,10 @@ def run_link(mlflow_url: str, model: dict[str, Any], suffix: str = "") -> str | 
     return f"{mlflow_url}/#/experiments/{model['experiment_id']}/runs/{model['run_id']}{suffix}"
 
 
-def connect() -> tuple[ServerClient, dict[str, Any] | None]:
+def connect(settings: ClientSettings) -> tuple[ServerClient, dict[str, Any] | None]:
     """The sidebar: which server, and what it serves (None, with the reason shown, if down)."""
     st.sidebar.header("Model server")
-    url = st.sidebar.text_input(
-        "Server URL",
-        value=os.environ.get("MLSTACK_CLIENT_SERVER_URL", DEFAULT_SERVER_URL),
-        key="server_url",
-    )
+    url = st.sidebar.text_input("Server URL", value=settings.server_url, key="server_url")
     client = ServerClient(url)
     try:
         model = client.version()
@@ -70,6 +64,23 @@ def wine_tab(client: ServerClient, model: dict[str, Any] | None) -> None:
     if not features:
         st.warning("This server's model takes images, not wine measurements: see Digits.")
         return
+    values, submitted = wine_form(features)
+    if submitted:
+        st.session_state["wine:answer"] = predict_one(client, values, features)
+    kind, answer = st.session_state.get("wine:answer", (None, None))
+    if kind == "error":
+        st.error(answer)
+    elif kind == "ok":
+        st.metric("Predicted quality", f"{float(answer.predictions[0]):.2f}")
+        st.caption(
+            f"answered by {model.get('name')} version {answer.version or model.get('version')}"
+            f" · request {answer.request_id}"
+        )
+    wine_batch(client, features)
+
+
+def wine_form(features: list[inputs.Feature]) -> tuple[dict[str, float], bool]:
+    """One number input per feature, in three columns; (the values, whether Predict was hit)."""
     with st.form("wine-form"):
         columns = st.columns(3)
         values = {}
@@ -88,46 +99,45 @@ def wine_tab(client: ServerClient, model: dict[str, Any] | None) -> None:
                 else f"training data: {f.low:g} to {f.high:g} (its central 99%)",
             )
         submitted = st.form_submit_button("Predict", type="primary")
-    if submitted:
-        problems = inputs.check_row(values, features)
-        if problems:
-            st.session_state["wine:answer"] = ("error", "; ".join(problems))
-        else:
-            body = {"dataframe_split": {"columns": list(values), "data": [list(values.values())]}}
-            try:
-                answer = client.predict(body)
-                st.session_state["wine:answer"] = ("ok", answer)
-            except ClientError as exc:
-                st.session_state["wine:answer"] = ("error", str(exc))
-    kind, answer = st.session_state.get("wine:answer", (None, None))
-    if kind == "error":
-        st.error(answer)
-    elif kind == "ok":
-        st.metric("Predicted quality", f"{float(answer.predictions[0]):.2f}")
-        st.caption(
-            f"answered by {model.get('name')} version {answer.version or model.get('version')}"
-            f" · request {answer.request_id}"
-        )
+    return values, submitted
 
+
+def predict_one(
+    client: ServerClient, values: dict[str, float], features: list[inputs.Feature]
+) -> tuple[str, Any]:
+    """("ok", the server's answer) for one wine, or ("error", why not)."""
+    problems = inputs.check_row(values, features)
+    if problems:
+        return "error", "; ".join(problems)
+    body = {"dataframe_split": {"columns": list(values), "data": [list(values.values())]}}
+    try:
+        return "ok", client.predict(body)
+    except ClientError as exc:
+        return "error", str(exc)
+
+
+def wine_batch(client: ServerClient, features: list[inputs.Feature]) -> None:
+    """A CSV of wines in, the table with a prediction column out (and to download)."""
     st.subheader("Many wines at once")
     upload = st.file_uploader("CSV with the features by name", type=["csv"], key="wine:csv")
-    if upload is not None:
-        try:
-            table = inputs.read_csv(upload.getvalue(), features)
-            predictions: list[float] = []
-            for body in inputs.batches(table):
-                predictions += client.predict(body).predictions
-        except (ValueError, ClientError) as exc:
-            st.error(str(exc))
-            return
-        result = table.assign(**{"predicted quality": np.round(predictions, 4)})
-        st.dataframe(result, key="wine:batch")
-        st.download_button(
-            "Download predictions",
-            result.to_csv(index=False).encode(),
-            file_name="predictions.csv",
-            mime="text/csv",
-        )
+    if upload is None:
+        return
+    try:
+        table = inputs.read_csv(upload.getvalue(), features)
+        predictions: list[float] = []
+        for body in inputs.batches(table):
+            predictions += client.predict(body).predictions
+    except (ValueError, ClientError) as exc:
+        st.error(str(exc))
+        return
+    result = table.assign(**{"predicted quality": np.round(predictions, 4)})
+    st.dataframe(result, key="wine:batch")
+    st.download_button(
+        "Download predictions",
+        result.to_csv(index=False).encode(),
+        file_name="predictions.csv",
+        mime="text/csv",
+    )
 
 
 def _toggle(row: int, col: int) -> None:
@@ -238,8 +248,9 @@ def main() -> None:
     """The page."""
     st.set_page_config(page_title="mlstack client", layout="wide")
     st.title("mlstack")
-    client, model = connect()
-    mlflow_url = os.environ.get("MLSTACK_CLIENT_MLFLOW_URL", DEFAULT_MLFLOW_URL).rstrip("/")
+    settings = ClientSettings()
+    client, model = connect(settings)
+    mlflow_url = settings.mlflow_url.rstrip("/")
     wine, digits, about = st.tabs(["Wine", "Digits", "Model"])
     with wine:
         wine_tab(client, model)

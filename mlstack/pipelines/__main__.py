@@ -7,7 +7,7 @@
 runs what the server schedules; `run` asks the server for a run of a deployment and waits for
 it, then prints what the pipeline did. Both need a real Prefect server (`make pipelines-up`):
 Prefect's temporary server cannot schedule. The server is PREFECT_API_URL, else
-http://127.0.0.1:4200/api; --prefect-url overrides both.
+http://127.0.0.1:4200/api; --prefect-url overrides both (settings.PipelinesSettings).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 
 from mlstack import cli
 from mlstack.errors import UsageError
+from mlstack.settings import DEFAULT_PREFECT_URL, PipelinesSettings
 
 PROG = "python -m mlstack.pipelines"
-DEFAULT_PREFECT_URL = "http://127.0.0.1:4200/api"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,16 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_prefect(url: str) -> None:
     """Fail in seconds, with the fix, when no Prefect server answers at `url`."""
-    import requests
+    from mlstack.tracking import check_server
 
     fix = "start it with `make pipelines-up` (or set PREFECT_API_URL to a running one)"
-    try:
-        resp = requests.get(f"{url.rstrip('/')}/health", timeout=5)
-    except requests.RequestException as exc:
-        reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
-        raise UsageError(f"Prefect server {url} is not reachable ({reason}); {fix}") from exc
-    if resp.status_code != 200:
-        raise UsageError(f"Prefect server {url} answered /health with {resp.status_code}; {fix}")
+    check_server(url, what="Prefect server", fix=fix)
+
+
+def configure_prefect(settings: PipelinesSettings, url: str | None = None) -> str:
+    """Point Prefect at the server (`url`, else the settings' PREFECT_API_URL); the URL used.
+
+    Prefect takes its settings from the environment only, read when it is imported and again
+    by each flow-run process the runner starts (they inherit this environment), so they are
+    written there, from `settings`, before anything imports Prefect.
+    """
+    url = url or settings.prefect_api_url
+    os.environ["PREFECT_API_URL"] = url
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = str(settings.prefect_analytics).lower()
+    return url
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -115,22 +122,24 @@ def run(args: argparse.Namespace) -> int:
             f"{name} run {flow_run.id} did not finish within {args.timeout:g} s (state "
             f"{state.name if state else 'unknown'}): is a runner serving it?"
         )
-    print(f"{name} run {flow_run.id}: {state.name}; {pipeline_line(str(flow_run.id))}")  # noqa: T201
+    line = pipeline_line(str(flow_run.id), args.model)
+    print(f"{name} run {flow_run.id}: {state.name}; {line}")  # noqa: T201
     return 0 if state.is_completed() else 1
 
 
-def pipeline_line(flow_run_id: str) -> str:
+def pipeline_line(flow_run_id: str, model: str) -> str:
     """What the pipeline run of a Prefect flow run recorded (its decision), from MLflow."""
-    import mlflow
-
     from mlstack.settings import get_settings
-    from mlstack.tracking import configure_tracking
+    from mlstack.tracking import tracking_client
 
-    configure_tracking(get_settings())
-    runs = mlflow.search_runs(
-        search_all_experiments=True,
+    client = tracking_client(get_settings())
+    experiment = client.get_experiment_by_name(f"{model}-pipelines")  # see retrain.run_pipeline
+    if experiment is None:
+        return "no pipeline run was recorded"
+    runs = client.search_runs(
+        [experiment.experiment_id],
         filter_string=f"tags.`mlstack.prefect_flow_run_id` = '{flow_run_id}'",
-        output_format="list",
+        max_results=1,
     )
     if not runs:
         return "no pipeline run was recorded"
@@ -142,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     cli.quiet_third_party_logs()
     args = parse_args(argv)
-    url = args.prefect_url or os.environ.get("PREFECT_API_URL") or DEFAULT_PREFECT_URL
-    os.environ["PREFECT_API_URL"] = url  # read by Prefect when it is imported
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    url = configure_prefect(PipelinesSettings(), args.prefect_url)
     check_prefect(url)
     return serve(args) if args.command == "serve" else run(args)
 

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlstack.stack.config import HOST, Credentials, StackConfig, StackError
+from mlstack.polling import poll_until
+from mlstack.stack.config import HOST, Credentials, StackConfig, StackError, StackUsageError
 from mlstack.stack.mlflow_server import MlflowServer
 from mlstack.stack.pipelines import PrefectServer, RetrainRunner
 from mlstack.stack.postgres import Postgres
@@ -92,10 +93,11 @@ class NativeStack:
             self.pids.forget(name)
             return
         os.kill(pid, self.services[name].stop_signal)
-        deadline = time.monotonic() + STOP_GRACE_S
-        while self.pids.alive_pid(name) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.pids.alive_pid(name):
+
+        def still_running() -> str | None:
+            return "still running" if self.pids.alive_pid(name) else None
+
+        if poll_until(still_running, STOP_GRACE_S, interval_s=0.1) is not None:
             os.kill(pid, signal.SIGKILL)
         self.pids.forget(name)
         echo(f"{name:9} stopped (pid {pid})")
@@ -129,7 +131,7 @@ class NativeStack:
                 continue
             for label, port in service.ports().items():
                 if not port_free(port):
-                    raise StackError(
+                    raise StackUsageError(
                         f"port {port} ({label}) on {HOST} is already in use; free it or "
                         f"choose another with {service.port_flag}"
                     )

@@ -9,6 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from mlstack.settings import StackSettings
 from mlstack.stack.config import HOST, StackError, write_private
 from mlstack.stack.service import Service
 
@@ -17,17 +18,17 @@ DB_USER = "mlflow"
 PG_SUPERUSER = "postgres"
 
 
-def find_postgres_bin() -> Path:
-    """Directory holding initdb and postgres: $MLSTACK_PG_BIN, else on PATH, else Debian's
-    /usr/lib/postgresql/N/bin (newest)."""
-    override = os.environ.get("MLSTACK_PG_BIN")
+def find_postgres_bin(settings: StackSettings | None = None) -> Path:
+    """Directory holding initdb and postgres: $MLSTACK_PG_BIN (settings.pg_bin), else on PATH,
+    else Debian's /usr/lib/postgresql/N/bin (newest)."""
+    override = (settings or StackSettings()).pg_bin
     if override:
-        if not (Path(override) / "initdb").exists():
+        if not (override / "initdb").exists():
             raise StackError(
                 f"MLSTACK_PG_BIN={override} holds no initdb; point it at PostgreSQL's bin/ "
                 "directory or unset it"
             )
-        return Path(override)
+        return override
     on_path = shutil.which("initdb")
     if on_path:
         return Path(on_path).parent

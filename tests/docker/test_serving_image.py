@@ -9,15 +9,16 @@ import sys
 import uuid
 from pathlib import Path
 
-import mlflow
 import pytest
 import requests
 
 from mlstack.data import WINE_FEATURES, read_wine_csv
+from mlstack.registry import load_pyfunc
 from mlstack.stack import NativeStack, free_port
+from mlstack.tracking import client_for
 from tests.docker.conftest import host_env
 from tests.docker.engine import docker
-from tests.helpers import point_mlflow_at, run_entry, scoring_requests, wait_for_http
+from tests.helpers import run_entry, scoring_requests, wait_for_http
 
 pytestmark = pytest.mark.docker
 
@@ -49,8 +50,8 @@ def test_build_docker_image_serves_the_champion(
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", 180, "the build-docker image")
         frame = read_wine_csv(data_dir / "winequality-red.csv")[list(WINE_FEATURES)].head(5)
-        point_mlflow_at(env["MLFLOW_TRACKING_URI"])
-        expected = list(mlflow.pyfunc.load_model(model_uri).predict(frame))
+        client = client_for(env["MLFLOW_TRACKING_URI"])
+        expected = list(load_pyfunc(model_uri, client).predict(frame))
         for form, body in scoring_requests(frame).items():
             answer = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
             assert answer.status_code == 200, (form, answer.text)

@@ -9,16 +9,17 @@ import json
 import uuid
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import requests
 
 from mlstack.data import load_digits_data
+from mlstack.registry import load_pyfunc
 from mlstack.stack import NativeStack, free_port
+from mlstack.tracking import client_for
 from tests.docker.conftest import host_env
 from tests.docker.engine import docker
-from tests.helpers import point_mlflow_at, run_entry, wait_for_http
+from tests.helpers import run_entry, wait_for_http
 
 pytestmark = pytest.mark.docker
 
@@ -69,8 +70,8 @@ def test_tensorflow_serving_image_serves_the_digits_cnn(
             f"http://127.0.0.1:{port}/invocations", json={"inputs": images.tolist()}, timeout=60
         )
         assert answer.status_code == 200, answer.text[:500]
-        point_mlflow_at(native_stack.config.tracking_uri)
-        expected = np.asarray(mlflow.pyfunc.load_model(uri).predict(images))
+        client = client_for(native_stack.config.tracking_uri)
+        expected = np.asarray(load_pyfunc(uri, client).predict(images))
         got = np.asarray(answer.json()["predictions"])
         assert got.shape == (4, 10)
         np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -13,7 +13,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,16 +20,17 @@ import requests
 from starlette.testclient import TestClient
 
 from mlstack.data import WINE_FEATURES, load_digits_data, read_wine_csv
+from mlstack.logstore import load_prediction_log
+from mlstack.registry import load_pyfunc
 from mlstack.serving.app import create_app
 from mlstack.serving.model import load_model
-from mlstack.serving.predlog import load_prediction_log
 from mlstack.stack import free_port
+from mlstack.tracking import client_for
 from tests.helpers import (
     PROJ_ROOT,
     SCORING_FORMS,
     awkward_requests,
     http_server,
-    point_mlflow_at,
     run_entry,
     scoring_forms,
     scoring_requests,
@@ -77,8 +77,7 @@ def ours(model_uri: str, env: dict[str, str], *args: str):
 
 def test_mlflow_models_serve_answers_every_json_form(wine_model) -> None:
     uri, frame, env = wine_model
-    point_mlflow_at(env["MLFLOW_TRACKING_URI"])
-    expected = mlflow.pyfunc.load_model(uri).predict(frame)
+    expected = load_pyfunc(uri, client_for(env["MLFLOW_TRACKING_URI"])).predict(frame)
     with serve(uri, env) as url:
         for form, body in scoring_requests(frame).items():
             answer = requests.post(f"{url}/invocations", json=body, timeout=30)
@@ -90,8 +89,8 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
     env = client_env(stack.config.tracking_uri, tmp_path, tmp_path / "unused.csv")
     uri = register(env, "train_digits.py", f"digits-serve-{uuid.uuid4().hex[:6]}", "--epochs", "2")
     images = load_digits_data(None, test_size=0.25, seed=42).x_test[:4]
-    point_mlflow_at(env["MLFLOW_TRACKING_URI"])
-    expected = np.asarray(mlflow.pyfunc.load_model(uri).predict(images))
+    client = client_for(env["MLFLOW_TRACKING_URI"])
+    expected = np.asarray(load_pyfunc(uri, client).predict(images))
     with serve(uri, env) as url:
         answer = requests.post(f"{url}/invocations", json={"inputs": images.tolist()}, timeout=60)
         assert answer.status_code == 200, answer.text
@@ -101,7 +100,6 @@ def test_digits_model_answers_image_tensors(stack, tmp_path) -> None:
         assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
         theirs = answer.json()
     # Our server: the Keras model has no fast path; through pyfunc it answers the same.
-    client = mlflow.MlflowClient()
     model = load_model(uri, client)
     assert model.estimator is None
     ours = TestClient(create_app(model))
@@ -164,7 +162,7 @@ def test_prediction_log_reaches_the_stack_bucket_through_the_server(stack, wine_
         with requests.Session() as session:
             ids = [session.post(f"{url}/invocations", json=body, timeout=30).headers["X-Request-Id"]
                    for _ in range(25)]  # fmt: skip
-    client = mlflow.MlflowClient(stack.config.tracking_uri, stack.config.tracking_uri)
+    client = client_for(stack.config.tracking_uri)
     name = uri.split("/")[1].split("@")[0]
     experiment = client.get_experiment_by_name(f"{name}-predictions")
     (run,) = client.search_runs([experiment.experiment_id])

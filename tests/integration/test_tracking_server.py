@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import requests
 
+from mlstack.registry import load_pyfunc
 from mlstack.stack import NativeStack
-from tests.helpers import PROJ_ROOT, point_mlflow_at, run_entry
+from mlstack.tracking import client_for
+from tests.helpers import PROJ_ROOT, run_entry
 from tests.integration.conftest import pg_rows, s3_keys
 
 pytestmark = pytest.mark.integration
@@ -23,8 +25,7 @@ def _run_id(stdout: str) -> str:
 
 
 def _client(stack: NativeStack) -> mlflow.MlflowClient:
-    uri = stack.config.tracking_uri
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return client_for(stack.config.tracking_uri)
 
 
 def test_client_environment_has_no_storage_credentials(server_env: dict[str, str]) -> None:
@@ -82,12 +83,12 @@ def test_digits_run_logs_step_metrics_and_model(stack: NativeStack, server_env: 
     keys = s3_keys(stack, "artifacts/")
     assert any(k.endswith(f"{run_id}/artifacts/plots/confusion_matrix.png") for k in keys)
     # The model comes back through the server's artifact proxy and predicts class probabilities.
-    point_mlflow_at(stack.config.tracking_uri)
-    (logged,) = _client(stack).search_logged_models(
-        experiment_ids=[_client(stack).get_run(run_id).info.experiment_id],
+    client = _client(stack)
+    (logged,) = client.search_logged_models(
+        experiment_ids=[client.get_run(run_id).info.experiment_id],
         filter_string=f"source_run_id = '{run_id}'",
     )
-    model = mlflow.pyfunc.load_model(logged.model_uri)
+    model = load_pyfunc(logged.model_uri, client)
     assert model.predict(np.zeros((3, 8, 8, 1), dtype="float32")).shape == (3, 10)
 
 

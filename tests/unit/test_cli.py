@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 
 from mlstack.settings import Settings
-from tests.helpers import (
-    PROJ_ROOT,
-    make_wine_frame,
-    run_entry,
-    store_client,
-    wait_for,
-    write_uci_csv,
-)
+from mlstack.tracking import tracking_client
+from tests.helpers import PROJ_ROOT, make_wine_frame, run_entry, wait_for, write_uci_csv
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +26,7 @@ def _runs(settings: Settings) -> list:
     """Every run in the embedded store, in any experiment (none if the store was never made)."""
     if not (settings.store_dir / "mlflow.db").exists():
         return []
-    client = store_client(settings)
+    client = tracking_client(settings)
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids) if ids else []
 
@@ -150,5 +144,5 @@ def test_interrupted_training_ends_failed_not_running(
     assert run.info.status == "FAILED"
     assert run.info.end_time is not None
     # Nothing half-registered: the model never reached the registry.
-    client = store_client(settings)
+    client = tracking_client(settings)
     assert client.search_registered_models() == []
