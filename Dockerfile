@@ -3,8 +3,8 @@
 #
 #   target         tag                            what it runs                     built by
 #   mlflow-server  mlstack-mlflow-server:3.17.2   the tracking server (+ bucket)   docker compose build
-#   serve          mlstack-serve                  our model server, scikit-learn   make serve-image
-#   serve (TF)     mlstack-serve-tf               ... with TensorFlow, for digits  make serve-image TF=1
+#   serve          mlstack-serve-core             our model server, scikit-learn   make serve-image
+#   serve (TF)     mlstack-serve-tensorflow       ... with TensorFlow, for digits  make serve-image SERVE_DEPS=tensorflow
 #   train          mlstack-train                  MLproject's docker_env image     make image
 #   dev            mlstack-dev                    train + SSH (key only), Jupyter  make dev-image
 #   pipelines      mlstack-pipelines              train + Prefect: server and runner  compose
@@ -55,7 +55,7 @@ RUN python /opt/mlstack-build/install.py tensorflow --warm "tensorflow keras mlf
 
 
 # Our model server: only the library, no training scripts, notebooks or tests.
-#   docker run -p 127.0.0.1:8080:8080 -e MLFLOW_TRACKING_URI=http://... mlstack-serve
+#   docker run -p 127.0.0.1:8080:8080 -e MLFLOW_TRACKING_URI=http://... mlstack-serve-core
 # hadolint ignore=DL3006
 FROM ${SERVE_DEPS} AS serve
 WORKDIR /opt/mlstack

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +20,19 @@ from tests.docker import engine
 from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV, make_wine_frame, write_uci_csv
 from tests.integration.conftest import client_env, running_stack
 
+
+def pinned(name: str) -> str:
+    """The version pyproject.toml pins distribution `name` at (one, in every group naming it),
+    so a bump there is what these tests check."""
+    project = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text())["project"]
+    lines = [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]
+    (version,) = {ln.split("==", 1)[1].strip() for ln in lines if ln.split("==")[0] == name}
+    return version
+
+
 TRAIN_IMAGE = "mlstack-train"
 DEV_IMAGE = "mlstack-dev"
-SERVER_IMAGE = "mlstack-mlflow-server:3.17.2"
+SERVER_IMAGE = f"mlstack-mlflow-server:{pinned('mlflow')}"  # the tag docker-compose.yml names
 SERVE_IMAGE = "mlstack-serve-core"  # compose's name with SERVE_DEPS=core (the default)
 SERVE_TF_IMAGE = "mlstack-serve-tensorflow"
 PIPELINES_IMAGE = "mlstack-pipelines"

