@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlstack import registry, tracking
     from mlstack.settings import get_settings
 
-    tracking.configure_tracking(get_settings())
-    previous = registry.promote(args.name, args.version, alias=args.alias)
+    client = tracking.tracking_client(get_settings())
+    previous = registry.promote(args.name, args.version, alias=args.alias, client=client)
     was = f"v{previous}" if previous else "unset"
     print(f"{args.name}@{args.alias} now points at v{args.version.strip()} (was {was})")
     return 0

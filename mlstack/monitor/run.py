@@ -109,13 +109,13 @@ def monitor(
         UsageError: no or empty log, another model's log, too few rows in the window, no
             reference for the serving version, labels with ids the log does not have.
     """
-    import mlflow
 
     from mlstack import tracking
 
     settings = settings or get_settings()
-    tracking.configure_tracking(settings)
-    inputs = _read_inputs(mlflow.MlflowClient(), model, log, since, last, labels)
+    # Process-wide URIs too: the check's run is logged through MLflow's fluent API.
+    client = tracking.client_for(tracking.configure_tracking(settings))
+    inputs = _read_inputs(client, model, log, since, last, labels)
     drift = compare(inputs.reference.frame, inputs.window.rows, inputs.reference.profile)
     performance = _performance(inputs)
     run = _log_check(inputs, drift, performance, settings, tags or {})

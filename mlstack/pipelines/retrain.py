@@ -160,13 +160,11 @@ def run_pipeline(
     step: Step = call,
 ) -> PipelineResult:
     """One pass of the retraining pipeline for `model` (see the module docstring)."""
-    import mlflow
 
     from mlstack import tracking
 
     settings = settings or get_settings()
-    tracking.configure_tracking(settings)
-    client = mlflow.MlflowClient()
+    client = tracking.tracking_client(settings)  # its steps (monitor, train) set up their own
     experiment_id = tracking.experiment_id_for(f"{model}-pipelines", settings, client)
     run = client.create_run(
         experiment_id,
