@@ -32,9 +32,6 @@ TAG_PREFIX = "promotion."
 
 # Names end up in URIs such as models:/wine@champion, so keep them URI-safe.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_REGISTERED_MODEL_URI = re.compile(
-    r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$"
-)
 # What log_model returns in MLflow 3: the logged model's id (m- and 32 hex digits).
 _LOGGED_MODEL_URI = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]{32})$")
 
@@ -322,14 +319,15 @@ def load_pyfunc(model_uri: str, client: MlflowClient) -> Any:
 def model_location(model_uri: str, client: MlflowClient) -> str:
     """Where the files of `model_uri` are (a `models:/` URI resolved by `client`; any other
     URI, such as `runs:/...` or a path, as given)."""
+    # The registry-URI grammar and its resolution are the server's (a light module).
+    from mlstack.serving.model import MODEL_URI, resolve_version
+
     if logged := _LOGGED_MODEL_URI.match(model_uri):
         return client.get_logged_model(logged["model_id"]).artifact_location
-    if registered := _REGISTERED_MODEL_URI.match(model_uri):
-        name, version = registered["name"], registered["version"]
-        if registered["alias"]:
-            version = str(client.get_model_version_by_alias(name, registered["alias"]).version)
-        return client.get_model_version_download_uri(name, version)
-    return model_uri
+    version = resolve_version(model_uri, client)
+    if version is None:
+        return model_uri
+    return client.get_model_version_download_uri(MODEL_URI.match(model_uri)["name"], version)
 
 
 def register_if_asked(
