@@ -127,22 +127,28 @@ def train(
 
     def prepare(settings: Settings) -> training.Recipe:
         digits = load_digits_data(data, test_size=params.test_size, seed=params.seed)
-        labelled = 0
+        labelled, original_test = 0, len(digits.x_test)
         if extra is not None and len(extra[0]):
             images, labels = extra
             labelled = len(images)
             digits = digits.with_labelled(
                 images, labels, test_size=params.test_size, seed=params.seed
             )
-        return _recipe(params, digits, experiment, labelled, verbose)
+        return _recipe(params, digits, experiment, labelled, verbose, original_test)
 
     return training.train(params, prepare, register_as=register_as, tags=tags, settings=settings)
 
 
 def _recipe(
-    params: DigitsParams, digits: DigitsData, experiment: str, labelled: int, verbose: int
+    params: DigitsParams,
+    digits: DigitsData,
+    experiment: str,
+    labelled: int,
+    verbose: int,
+    original_test: int,
 ) -> training.Recipe:
-    """How a digits run builds, fits, scores and logs its CNN on the loaded split."""
+    """How a digits run builds, fits, scores and logs its CNN on the loaded split (the first
+    `original_test` held-out images are the original data's, the rest labelled ones)."""
 
     def build():
         make_deterministic(params.seed)
@@ -166,7 +172,7 @@ def _recipe(
         build=build,
         fit=lambda model: _fit(model, digits, params, verbose),
         evaluate=scores,
-        log_extras=lambda model, metrics: _log_extras(model, digits, metrics),
+        log_extras=lambda model, metrics: _log_extras(model, digits, metrics, original_test),
         log_model=lambda model: _log_model(model, digits),
         rule=PROMOTION,
         score=lambda champion: accuracy(champion, digits.x_test, digits.y_test),
@@ -188,9 +194,14 @@ def _fit(model: Any, digits: DigitsData, params: DigitsParams, verbose: int) -> 
     return model
 
 
-def _log_extras(model: Any, digits: DigitsData, metrics: dict[str, float]) -> None:
-    """Log the confusion matrix and the held-out split as the drift reference."""
-    from mlstack.monitor.profiles import PROFILES
+def _log_extras(
+    model: Any, digits: DigitsData, metrics: dict[str, float], original_test: int
+) -> None:
+    """Log the confusion matrix and the held-out split as the drift reference, with each
+    image region's importance to the CNN (mlstack.monitor.importance: regions swapped
+    between held-out images)."""
+    from mlstack.monitor.importance import permutation_importance, region_masks
+    from mlstack.monitor.profiles import PROFILES, SEGMENT_LABELLED, SEGMENT_ORIGINAL
     from mlstack.monitor.reference import log_reference
 
     probabilities = model.predict(digits.x_test, verbose=0)
@@ -199,8 +210,17 @@ def _log_extras(model: Any, digits: DigitsData, metrics: dict[str, float]) -> No
         "plots/confusion_matrix.png",
     )
     profile = PROFILES["digits"]
-    reference = profile.reference(digits.x_test, probabilities, digits.y_test)
-    log_reference(profile, reference, metrics["test_accuracy"])
+    segments = np.where(
+        np.arange(len(digits.x_test)) >= original_test, SEGMENT_LABELLED, SEGMENT_ORIGINAL
+    )
+    reference = profile.reference(digits.x_test, probabilities, digits.y_test, segments)
+    importance = permutation_importance(
+        lambda x: model.predict(x, batch_size=1024, verbose=0),
+        digits.x_test,
+        region_masks(digits.image_shape),
+    )
+    log_reference(profile, reference, metrics["test_accuracy"], None, importance,
+                  "region swapped between held-out images")  # fmt: skip
 
 
 def _log_model(model: Any, digits: DigitsData) -> Any:

@@ -39,6 +39,8 @@ MODEL_VERSION_TAG = "mlstack.model_version"
 MODEL_URI_TAG = "mlstack.model_uri"  # on a prediction-log run: what the server served
 PREDICTION_LOG_TAG = "mlstack.prediction_log"  # on a check: the log's run id or directory
 WINDOW_TAG = "mlstack.window"  # on a check: "<first> .. <last>" (ISO times)
+DRIFT_TAG = "mlstack.drift"  # on a check: "yes" / "no"
+DRIFT_REASONS_TAG = "mlstack.drift_reasons"  # on a check: why, in a few words
 PREDICTION_LOG_KIND = "prediction-log"
 MONITORING_KIND = "monitoring"
 

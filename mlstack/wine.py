@@ -145,15 +145,22 @@ def _recipe(
         return metrics
 
     def log_extras(model, metrics: dict[str, float]) -> None:
-        from mlstack.monitor.profiles import PROFILES
+        from mlstack.monitor.importance import linear_importance
+        from mlstack.monitor.profiles import PROFILES, SEGMENT_LABELLED, SEGMENT_ORIGINAL
         from mlstack.monitor.reference import log_reference
 
         _log_dataset(wine)
         predicted = model.predict(x_test)
         mlflow.log_figure(residuals_figure(y_test, predicted), "plots/predicted_vs_actual.png")
         profile = PROFILES["wine"]
-        reference = profile.reference(x_test, predicted, y_test)
-        log_reference(profile, reference, metrics["rmse"], x_train)
+        # Labelled production rows were appended after the original table (with_labelled),
+        # and the split keeps each row's index.
+        original = len(wine.frame) - (0 if extra is None else len(extra))
+        segments = np.where(x_test.index >= original, SEGMENT_LABELLED, SEGMENT_ORIGINAL)
+        reference = profile.reference(x_test, predicted, y_test, segments)
+        importance = linear_importance(model.coef_, x_train)
+        log_reference(profile, reference, metrics["rmse"], x_train, importance,
+                      "|coefficient| x training spread")  # fmt: skip
 
     return training.Recipe(
         experiment=experiment,

@@ -236,8 +236,9 @@ def model_tab(client: ServerClient, model: dict[str, Any] | None, mlflow_url: st
         )
         return
     verdict = "drift" if latest.get("drift") else "no drift"
-    st.metric("Verdict", verdict, f"{latest.get('share', 0):.0%} of columns drifted",
-              delta_color="inverse" if latest.get("drift") else "off")  # fmt: skip
+    st.metric("Verdict", verdict)
+    if latest.get("reasons"):
+        st.write(f"Why: {latest['reasons']}")
     st.caption(f"checked {latest.get('checked_at')} on {latest.get('rows')} predictions")
     report = run_link(mlflow_url, latest, "/artifacts/report.html")
     if report:

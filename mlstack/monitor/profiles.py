@@ -7,11 +7,8 @@ logged request becomes rows of those columns, and the live performance metric.
   contrast, and the mean of each region of a 4 x 4 grid (16); plus the predicted class
   (categorical) and the model's confidence (its top probability). Performance is accuracy.
 
-Drift rule, per kind: a column drifts when its test's p-value is under 0.05 (Kolmogorov-Smirnov
-for numeric columns, chi-square for categorical ones); the window drifts when at least
-`drift_share` of the columns do. The shares were set by measurement (benchmarks/monitoring.py
---calibrate): the largest share that clean windows of 200 rows reached, and the smallest that
-shifted windows reached (mlstack.monitor.shifts), lie on either side of it.
+`inputs` are the columns that describe what the model was given (the domain classifier reads
+them together); the drift decision itself is in mlstack.monitor.rules.
 """
 
 from __future__ import annotations
@@ -26,8 +23,9 @@ import pandas as pd
 
 from mlstack.data import WINE_FEATURES, WINE_TARGET
 
-P_VALUE = 0.05
 LABEL = "label"  # the true value's column, in references and in labels files
+SEGMENT = "segment"  # in a reference: which population a row came from
+SEGMENT_ORIGINAL, SEGMENT_LABELLED = "original", "labelled"
 PREDICTION = "prediction"
 
 REGIONS = tuple(f"region_{r}{c}" for r in range(4) for c in range(4))
@@ -49,10 +47,10 @@ class Profile:
     kind: ClassVar[str]
     numerical: ClassVar[tuple[str, ...]]
     categorical: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[tuple[str, ...]]  # what the model was given (or statistics of it)
     prediction: ClassVar[str]  # the column whose drift is the prediction drift
     performance_metric: ClassVar[str]  # live, on labelled rows of a window
     heldout_metric: ClassVar[str]  # the training run's figure it is compared with
-    drift_share: ClassVar[float]
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -63,15 +61,24 @@ class Profile:
         """The monitored columns for inputs (a matrix or tensor of rows) and their predictions."""
         raise NotImplementedError
 
-    def reference(self, inputs: Any, predictions: Any, labels: Any) -> pd.DataFrame:
+    def reference(
+        self, inputs: Any, predictions: Any, labels: Any, segments: Any = None
+    ) -> pd.DataFrame:
         """The reference table of a version: what it was evaluated on, as monitored columns
-        plus the true label."""
+        plus the true label, and with `segments` which population each row came from
+        (SEGMENT_ORIGINAL, SEGMENT_LABELLED: production rows labelled later)."""
         frame = self.rows(inputs, list(predictions))
         frame[LABEL] = np.asarray(labels)
+        if segments is not None:
+            frame[SEGMENT] = np.asarray(segments, dtype=object)
         return frame
 
     def performance(self, labels: pd.Series, rows: pd.DataFrame) -> float:
         """The live metric of `rows` (their predictions) against `labels`."""
+        raise NotImplementedError
+
+    def losses(self, labels: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+        """Each row's loss, whose mean the metric summarises (squared error, wrong class)."""
         raise NotImplementedError
 
     def matrix(self, body: str, content_type: str) -> np.ndarray:
@@ -84,10 +91,10 @@ class WineProfile(Profile):
 
     kind = "wine"
     numerical = (*WINE_FEATURES, PREDICTION)
+    inputs = WINE_FEATURES
     prediction = PREDICTION
     performance_metric = "rmse"
     heldout_metric = "rmse"
-    drift_share = 0.4
 
     def rows(self, inputs: Any, predictions: Any) -> pd.DataFrame:
         """The features (a matrix in WINE_FEATURES order, or a table with those columns) and
@@ -100,8 +107,11 @@ class WineProfile(Profile):
 
     def performance(self, labels: pd.Series, rows: pd.DataFrame) -> float:
         """Root mean squared error."""
-        error = rows[PREDICTION].to_numpy() - labels.to_numpy(dtype="float64")
-        return float(np.sqrt(np.mean(error**2)))
+        return float(np.sqrt(np.mean(self.losses(labels, rows))))
+
+    def losses(self, labels: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+        """Squared errors."""
+        return (rows[PREDICTION].to_numpy(dtype="float64") - labels.to_numpy(dtype="float64")) ** 2
 
     def matrix(self, body: str, content_type: str) -> np.ndarray:
         """The features of any of MLflow's tabular forms (JSON or CSV), in WINE_FEATURES order:
@@ -160,10 +170,10 @@ class DigitsProfile(Profile):
     kind = "digits"
     numerical = (*IMAGE_FEATURES, "confidence")
     categorical = ("predicted_class",)
+    inputs = IMAGE_FEATURES
     prediction = "predicted_class"
     performance_metric = "accuracy"
     heldout_metric = "test_accuracy"
-    drift_share = 0.3
 
     def rows(self, inputs: Any, predictions: Any) -> pd.DataFrame:
         """Image statistics, the predicted class (as text: a category) and the confidence."""
@@ -175,8 +185,12 @@ class DigitsProfile(Profile):
 
     def performance(self, labels: pd.Series, rows: pd.DataFrame) -> float:
         """Accuracy: the share of rows whose predicted class is the label."""
+        return float(1.0 - np.mean(self.losses(labels, rows)))
+
+    def losses(self, labels: pd.Series, rows: pd.DataFrame) -> np.ndarray:
+        """1 for a wrong class, 0 for a right one."""
         truth = labels.astype("int64").astype(str).to_numpy()
-        return float(np.mean(rows["predicted_class"].to_numpy() == truth))
+        return (rows["predicted_class"].to_numpy() != truth).astype("float64")
 
     def matrix(self, body: str, content_type: str) -> np.ndarray:
         """The image tensor of an `inputs` or `instances` body."""

@@ -1,12 +1,15 @@
 """Each model version's drift reference: what it was evaluated on (its held-out split, at most
-REFERENCE_ROWS rows), as the monitored columns, its predictions and the true labels. Logged
-with the training run, so any version can be monitored later without the original data."""
+REFERENCE_ROWS rows), as the monitored columns, its predictions and the true labels, each row
+marked with the population it came from (the original data, or production rows labelled
+later: mlstack.monitor.drift compares a window with each); and how much the version leans on
+each input column (mlstack.monitor.importance). Logged with the training run, so any version
+can be monitored later without the original data."""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +32,26 @@ def log_reference(
     frame: pd.DataFrame,
     heldout: float,
     training: pd.DataFrame | None = None,
+    importance: dict[str, float] | None = None,
+    importance_method: str | None = None,
 ) -> None:
     """Log `frame` (a profile's reference table) and what it is, to the active run; with the
     `training` inputs (named columns), also their ranges, which the model server hands to
     clients (GET /schema): `low` and `high` hold the central 99% of the training rows (the
     0.5% and 99.5% quantiles), so a few corrupt values cannot stretch them (the team's UCI
-    copy has volatile acidity 1185 for 1.185), and `median`."""
+    copy has volatile acidity 1185 for 1.185), and `median`. `importance`: each input column's
+    share of the model's sensitivity, and how it was measured."""
     import mlflow
 
     sample = frame.sample(REFERENCE_ROWS, random_state=0) if len(frame) > REFERENCE_ROWS else frame
-    about = {"kind": profile.kind, "rows": len(sample), profile.heldout_metric: heldout}
+    about: dict[str, Any] = {
+        "kind": profile.kind,
+        "rows": len(sample),
+        profile.heldout_metric: heldout,
+    }
+    if importance:
+        about["importance"] = {str(k): float(v) for k, v in importance.items()}
+        about["importance_method"] = importance_method or ""
     if training is not None:
         about["ranges"] = {
             str(column): {
@@ -57,12 +70,13 @@ def log_reference(
 
 @dataclass(frozen=True)
 class Reference:
-    """A version's reference table, its profile, and its held-out figure."""
+    """A version's reference table, its profile, its held-out figure and its importances."""
 
     frame: pd.DataFrame
     profile: Profile
     heldout: float | None
     run_id: str
+    importance: dict[str, float] = field(default_factory=dict)  # empty: not measured
 
 
 def load_reference(client: Any, name: str, version: str) -> Reference:
@@ -90,4 +104,5 @@ def load_reference(client: Any, name: str, version: str) -> Reference:
         profile=profile,
         heldout=about.get(profile.heldout_metric),
         run_id=mv.run_id,
+        importance=about.get("importance", {}),
     )

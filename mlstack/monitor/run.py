@@ -2,9 +2,11 @@
 version's reference, logged as a run in experiment `<model>-monitoring`.
 
 Everything a user can get wrong is checked before the run starts, so bad input writes
-nothing. The run holds the Evidently report (report.html, report.json), the share of drifted
-columns, each column's score and p-value, the prediction drift, live performance when labels
-are given, and tags naming the model version, the window and the log.
+nothing. The run holds the decision and its reasons (tags `mlstack.drift`,
+`mlstack.drift_reasons`; drift.json with every finding), every threshold it used (params
+`threshold.*`), each column's effect, p-value and importance, the domain classifier's AUC,
+the prediction's drift, live performance when labels are given (metrics), Evidently's report
+(report.html, report.json), and tags naming the model version, the window and the log.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlstack import logstore
-from mlstack.monitor.drift import ColumnDrift, DriftResult, compare
+from mlstack.monitor.drift import DriftResult, compare
 from mlstack.monitor.profiles import LABEL
 from mlstack.monitor.reference import KIND_TAG, Reference, load_reference
 from mlstack.monitor.window import (
@@ -46,12 +48,8 @@ class MonitorResult:
     model: str
     version: str
     drift: bool
-    share: float
-    drift_share: float
-    drifted: int
-    columns: int
-    worst: list[ColumnDrift]
-    prediction: ColumnDrift
+    reasons: str  # why, in a few words (mlstack.monitor.rules.Verdict.reasons)
+    result: DriftResult
     rows: int
     run_id: str
     experiment_id: str
@@ -60,16 +58,14 @@ class MonitorResult:
     skipped: int = 0  # logged requests in the window's span the profile could not read back
 
     def line(self) -> str:
-        """One line for people: drift yes/no, share, the worst columns, the window (and the
-        requests it could not read), where the report is."""
-        worst = ", ".join(f"{c.column} {c.score:.2f}" for c in self.worst)
+        """One line for people: drift yes/no and why, the window (and the requests it could
+        not read), live performance, where the report is."""
         live = "".join(f"; {k} {v:.4f}" for k, v in self.performance.items())
         skipped = f"{self.skipped} unreadable request{'' if self.skipped == 1 else 's'} skipped"
         return (
-            f"drift: {'yes' if self.drift else 'no'} ({self.drifted}/{self.columns} columns "
-            f"= {self.share:.2f}, threshold {self.drift_share:.2f}; worst: {worst}; prediction "
-            f"p={self.prediction.p_value:.3g}) for {self.model} v{self.version} on {self.rows} "
-            f"rows ({skipped}){live}; report: {self.link} (report.html)"
+            f"drift: {'yes' if self.drift else 'no'} ({self.reasons}) for {self.model} "
+            f"v{self.version} on {self.rows} rows ({skipped}){live}; report: {self.link} "
+            "(report.html)"
         )
 
 
@@ -116,19 +112,23 @@ def monitor(
     # Process-wide URIs too: the check's run is logged through MLflow's fluent API.
     client = tracking.client_for(tracking.configure_tracking(settings))
     inputs = _read_inputs(client, model, log, since, last, labels)
-    drift = compare(inputs.reference.frame, inputs.window.rows, inputs.reference.profile)
+    reference = inputs.reference
+    drift = compare(
+        reference.frame,
+        inputs.window.rows,
+        reference.profile,
+        importance=reference.importance,
+        labelled=inputs.labelled,
+        heldout=reference.heldout,
+    )
     performance = _performance(inputs)
     run = _log_check(inputs, drift, performance, settings, tags or {})
     return MonitorResult(
         model=inputs.name,
         version=inputs.version,
         drift=drift.drift,
-        share=drift.share,
-        drift_share=drift.drift_share,
-        drifted=sum(c.drifted for c in drift.columns.values()),
-        columns=len(drift.columns),
-        worst=drift.worst(),
-        prediction=drift.columns[drift.prediction],
+        reasons=drift.verdict.reasons(),
+        result=drift,
         rows=len(inputs.window.rows),
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,
@@ -194,7 +194,9 @@ def _log_check(
         "mlstack.reference_run_id": inputs.reference.run_id,
         logstore.PREDICTION_LOG_TAG: inputs.source.run_id or inputs.source.location,
         logstore.WINDOW_TAG: f"{_iso(window.since)} .. {_iso(window.until)}",
-        "mlstack.drift": "yes" if drift.drift else "no",
+        logstore.DRIFT_TAG: "yes" if drift.drift else "no",
+        logstore.DRIFT_REASONS_TAG: drift.verdict.reasons(),
+        "mlstack.drift_reference": drift.verdict.reference,
         **tags,
     }
     run_name = f"{name}-v{version}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -202,6 +204,7 @@ def _log_check(
         logstore.monitoring_experiment(name), settings, entry_point="monitor", run_name=run_name
     ) as run:
         mlflow.set_tags(run_tags)
+        mlflow.log_params(drift.verdict.thresholds.as_params())
         mlflow.log_metrics(_metrics(drift, window, performance))
         if inputs.labelled is not None:
             mlflow.log_metric("labelled_rows", len(inputs.labelled))
@@ -212,18 +215,29 @@ def _log_check(
 
 
 def _metrics(drift: DriftResult, window: Window, performance: dict[str, float]) -> dict[str, float]:
-    prediction = drift.columns[drift.prediction]
+    verdict = drift.verdict
+    prediction = verdict.columns[verdict.prediction]
     metrics = {
-        "drift": float(drift.drift),
-        "share_drifted_columns": drift.share,
-        "drifted_columns": float(sum(c.drifted for c in drift.columns.values())),
+        "drift": float(verdict.drift),
+        "drifted_columns": float(len(verdict.moved)),
         "rows": float(len(window.rows)),
         "requests": float(window.requests),
         "skipped_requests": float(window.skipped),
-        "prediction_drift_score": prediction.score,
+        "reference_rows": float(verdict.reference_rows),
+        "prediction_drift_effect": prediction.effect,
         "prediction_drift_p_value": prediction.p_value,
     }
-    for column in drift.columns.values():
-        metrics[f"drift_score.{column.column}"] = column.score
+    for column in verdict.columns.values():
+        metrics[f"drift_effect.{column.column}"] = column.effect
         metrics[f"drift_p_value.{column.column}"] = column.p_value
+        metrics[f"drift_threshold.{column.column}"] = column.threshold
+        if column.importance is not None:
+            metrics[f"importance.{column.column}"] = column.importance
+    for test in (verdict.domain, verdict.performance):
+        if test is not None:
+            metrics[f"{test.name}_drift"] = float(test.drifted)
+            metrics[f"{test.name}_effect"] = test.effect
+            metrics[f"{test.name}_p_value"] = test.p_value
+    if verdict.domain is not None:
+        metrics["domain_auc"] = verdict.domain.effect
     return metrics | performance

@@ -73,3 +73,71 @@ def new_handwriting(images: np.ndarray, seed: int = 0) -> np.ndarray:
         contrast, paper = rng.uniform(0.6, 0.8), rng.uniform(0.1, 0.2)
         out[i] = np.clip(paper + contrast * moved, 0.0, 1.0)
     return out[..., None] if squeeze else out
+
+
+# More shifts, for calibrating the drift decision (benchmarks/monitoring.py --calibrate) and
+# for `simulate --shift`: each isolates one kind of change the monitor must see.
+
+WINE_RELATED = ("fixed acidity", "citric acid", "density", "pH")  # |correlation| 0.5-0.7
+
+
+def move_columns(frame: pd.DataFrame, amounts: dict[str, float]) -> pd.DataFrame:
+    """A copy of `frame` with each named column moved by its amount (in the column's units),
+    kept at or above 0 for columns that cannot be negative (every wine feature)."""
+    shifted = frame.copy()
+    for column, amount in amounts.items():
+        shifted[column] = (shifted[column] + amount).clip(lower=0.0)
+    return shifted
+
+
+def broken_relations(
+    frame: pd.DataFrame, columns: tuple[str, ...] = WINE_RELATED, seed: int = 0
+) -> pd.DataFrame:
+    """A copy of `frame` in which each of `columns` is shuffled across rows on its own, as a
+    join on the wrong key would match lab results to other wines: every column keeps exactly
+    its distribution (no test of one column can see it), the relations between them (acidity
+    and pH, sugar and density) are gone."""
+    rng = np.random.default_rng(seed)
+    shuffled = frame.copy()
+    for column in columns:
+        shuffled[column] = shuffled[column].to_numpy()[rng.permutation(len(frame))]
+    return shuffled
+
+
+def _as_pictures(images: np.ndarray) -> tuple[np.ndarray, bool]:
+    squeeze = images.ndim == 4
+    return (images[..., 0] if squeeze else images).astype(np.float64), squeeze
+
+
+def thicker_strokes(images: np.ndarray, weight: float = 0.7) -> np.ndarray:
+    """Images drawn with a broader pen (a soft 2 x 2 dilation); same shape, float32."""
+    from scipy import ndimage
+
+    pictures, squeeze = _as_pictures(images)
+    dilated = np.stack([ndimage.grey_dilation(p, size=(2, 2)) for p in pictures])
+    out = np.maximum(pictures, weight * dilated).astype(np.float32)
+    return out[..., None] if squeeze else out
+
+
+def slanted(images: np.ndarray, shear: float = 0.25) -> np.ndarray:
+    """Images slanted forward by `shear` pixels per row about the centre; same shape."""
+    from scipy import ndimage
+
+    pictures, squeeze = _as_pictures(images)
+    centre = (pictures.shape[1] - 1) / 2
+    matrix = np.array([[1.0, 0.0], [shear, 1.0]])
+    offset = np.array([0.0, -shear * centre])
+    out = np.stack(
+        [ndimage.affine_transform(p, matrix, offset=offset, order=1, cval=0.0) for p in pictures]
+    )
+    out = np.clip(out, 0.0, 1.0).astype(np.float32)
+    return out[..., None] if squeeze else out
+
+
+def erased_region(images: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """Images with one block blanked, as a scanner's dead strip or a folded corner would."""
+    pictures, squeeze = _as_pictures(images)
+    out = pictures.copy()
+    out[:, rows, cols] = 0.0
+    out = out.astype(np.float32)
+    return out[..., None] if squeeze else out

@@ -2,15 +2,23 @@
 person can watch the monitoring loop work (`python -m mlstack.monitor.simulate`).
 
     python -m mlstack.monitor.simulate --kind wine --clean 200 --shifted 200 --labels-out labels.csv
+    python -m mlstack.monitor.simulate --clean 0 --shifted 500 --shift "feature:alcohol:1"
 
 Wine rows are drawn (seeded) from the wine data (`--data`, else as train.py finds it; `make
-simulate` passes the team's copy beside the checkout, as `make train` does); shifted ones are
-the same kind of rows moved to a warmer region (mlstack.monitor.shifts.warm_region). Digits are
-the held-out images of the default training split (scikit-learn's 8x8 set, split with
-mlstack.params.DigitsParams' test_size and seed, so they stay images training never saw);
-shifted ones are redrawn in a new hand
-(mlstack.monitor.shifts.new_handwriting). `--labels-out` writes each answered request's id with its
-true label, the feedback a retraining needs (python -m mlstack.pipelines).
+simulate` passes the team's copy beside the checkout, as `make train` does). Digits are the
+held-out images of the default training split (scikit-learn's 8x8 set, split with
+mlstack.params.DigitsParams' test_size and seed, so they stay images training never saw).
+`--shift` says how the shifted rows differ (mlstack.monitor.shifts):
+
+- wine: `warm` (default: a warmer region, several features and the quality move together),
+  `feature:<column>:<sd>` (one column moved by that many of its standard deviations, the rest
+  untouched), `relations` (acidity, citric acid, density and pH shuffled across rows: every
+  column keeps its own distribution, their relations are gone);
+- digits: `handwriting` (default: a new hand, thicker and slanted on grey paper), `thicker`
+  (a broader pen only), `slant` (slanted only).
+
+`--labels-out` writes each answered request's id with its true label, the feedback a
+retraining needs (python -m mlstack.pipelines).
 """
 
 from __future__ import annotations
@@ -34,6 +42,33 @@ KINDS = ("wine", "digits")
 # Training's default split, read from its parameters: a copy could drift from them, and the
 # "held-out" images would then be ones the model was trained on.
 DIGITS_SPLIT = {"test_size": DigitsParams().test_size, "seed": DigitsParams().seed}
+SHIFTS = {"wine": ("warm", "feature:<column>:<sd>", "relations"),
+          "digits": ("handwriting", "thicker", "slant")}  # fmt: skip
+DEFAULT_SHIFT = {kind: names[0] for kind, names in SHIFTS.items()}
+
+
+def check_shift(kind: str, shift: str) -> str:
+    """`shift` if it names a shift of `kind`; else UsageError naming the choices."""
+    from mlstack.data import WINE_FEATURES
+
+    choices = ", ".join(SHIFTS[kind])
+    if kind == "wine" and shift.startswith("feature:"):
+        column, _, amount = shift[len("feature:") :].rpartition(":")
+        if column not in WINE_FEATURES:
+            raise UsageError(
+                f"--shift {shift!r}: no wine feature {column!r}; one of: {', '.join(WINE_FEATURES)}"
+            )
+        try:
+            float(amount)
+        except ValueError:
+            raise UsageError(
+                f"--shift {shift!r}: {amount!r} is not a number of standard deviations "
+                "(e.g. feature:alcohol:1)"
+            ) from None
+        return shift
+    if shift not in SHIFTS[kind]:
+        raise UsageError(f"--shift {shift!r} is not a {kind} shift; one of: {choices}")
+    return shift
 
 
 @dataclass
@@ -51,59 +86,84 @@ class Traffic:
         return sum(self.failed.values())
 
 
-def wine_rows(data: str | None, n: int, seed: int, shifted: bool) -> pd.DataFrame:
-    """`n` wine rows (features and quality), drawn with replacement; shifted if asked."""
+def wine_rows(data: str | None, n: int, seed: int, shift: str | None) -> pd.DataFrame:
+    """`n` wine rows (features and quality), drawn with replacement; moved by `shift` (see
+    the module docstring) unless None."""
     from mlstack.data import load_wine
-    from mlstack.monitor.shifts import warm_region
+    from mlstack.monitor import shifts
+    from mlstack.monitor.rules import spread
     from mlstack.settings import get_settings
 
     wine = load_wine(data, get_settings())
     rows = wine.frame.sample(n, replace=True, random_state=seed).reset_index(drop=True)
-    return warm_region(rows) if shifted else rows
+    if shift is None:
+        return rows
+    if shift == "warm":
+        return shifts.warm_region(rows)
+    if shift == "relations":
+        return shifts.broken_relations(rows, seed=seed)
+    column, _, amount = check_shift("wine", shift)[len("feature:") :].rpartition(":")
+    by = float(amount) * spread(wine.frame[column].to_numpy(dtype="float64"))
+    return shifts.move_columns(rows, {column: by})
 
 
-def digit_images(n: int, seed: int, shifted: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`n` held-out digit images (n, 8, 8, 1) and their labels; redrawn in a new hand if asked."""
+def digit_images(n: int, seed: int, shift: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """`n` held-out digit images (n, 8, 8, 1) and their labels; changed by `shift` unless None."""
     from mlstack.data import load_digits_data
-    from mlstack.monitor.shifts import new_handwriting
+    from mlstack.monitor import shifts
 
     held_out = load_digits_data(None, **DIGITS_SPLIT)
     pick = np.random.default_rng(seed).integers(0, len(held_out.x_test), n)
     images, labels = held_out.x_test[pick], held_out.y_test[pick]
-    return (new_handwriting(images, seed) if shifted else images), labels
+    changed = {
+        None: lambda x: x,
+        "handwriting": lambda x: shifts.new_handwriting(x, seed),
+        "thicker": shifts.thicker_strokes,
+        "slant": shifts.slanted,
+    }[None if shift is None else check_shift("digits", shift)]
+    return changed(images), labels
 
 
 def requests_for(
-    kind: str, n: int, *, seed: int, shifted: bool, batch: int, data: str | None = None
+    kind: str, n: int, *, seed: int, shift: str | None, batch: int, data: str | None = None
 ) -> Iterator[tuple[dict, list]]:
-    """(JSON body, true labels of its rows) for `n` rows in requests of `batch` rows."""
+    """(JSON body, true labels of its rows) for `n` rows in requests of `batch` rows, moved by
+    `shift` (None: in distribution)."""
     from mlstack.data import WINE_FEATURES, WINE_TARGET
 
     if kind == "wine":
-        rows = wine_rows(data, n, seed, shifted)
+        rows = wine_rows(data, n, seed, shift)
         features = list(WINE_FEATURES)
         for start in range(0, n, batch):
             part = rows.iloc[start : start + batch]
             split = {"columns": features, "data": part[features].to_numpy().tolist()}
             yield {"dataframe_split": split}, part[WINE_TARGET].tolist()
     else:
-        images, labels = digit_images(n, seed, shifted)
+        images, labels = digit_images(n, seed, shift)
         for start in range(0, n, batch):
             part = slice(start, start + batch)
             yield {"inputs": images[part].tolist()}, labels[part].tolist()
 
 
 def send(
-    url: str, kind: str, n: int, *, phase: str, traffic: Traffic, seed: int, batch: int, data=None
+    url: str,
+    kind: str,
+    n: int,
+    *,
+    phase: str,
+    traffic: Traffic,
+    seed: int,
+    batch: int,
+    data=None,
+    shift: str | None = None,
 ) -> None:
-    """Send `n` rows of `phase` ("clean" or "shifted") to `url`/invocations, recording answers."""
+    """Send `n` rows of `phase` ("clean" or "shifted": by `shift`, else the kind's default) to
+    `url`/invocations, recording answers."""
     import requests
 
-    shifted = phase == "shifted"
+    moved = (shift or DEFAULT_SHIFT[kind]) if phase == "shifted" else None
     with requests.Session() as session:
-        for body, labels in requests_for(
-            kind, n, seed=seed, shifted=shifted, batch=batch, data=data
-        ):
+        for body, labels in requests_for(kind, n, seed=seed, shift=moved, batch=batch, data=data):
             traffic.sent += 1
             try:
                 answer = session.post(f"{url}/invocations", json=body, timeout=60)
@@ -129,11 +189,13 @@ def log_offline(
     shifted: bool = False,
     seed: int = 0,
     data: str | None = None,
+    shift: str | None = None,
 ) -> pd.DataFrame:
     """Score `n` simulated single-row requests with the model in this process and write them
     as the server's prediction log would (Parquet in `directory`): for notebooks, tests and
-    benchmarks that need a log without running a server. MLflow must point at the model's
-    store already (tracking.configure_tracking).
+    benchmarks that need a log without running a server. `shifted`: moved by `shift` (else the
+    kind's default). MLflow must point at the model's store already
+    (tracking.configure_tracking).
 
     Returns:
         The labels of what was logged: request_id, row (0) and label (the true value).
@@ -148,7 +210,8 @@ def log_offline(
     from mlstack.serving.model import MODEL_URI, resolve_version
     from mlstack.serving.predlog import DirectorySink  # the server's own writer
 
-    bodies = list(requests_for(kind, n, seed=seed, shifted=shifted, batch=1, data=data))
+    moved = (shift or DEFAULT_SHIFT[kind]) if shifted else None
+    bodies = list(requests_for(kind, n, seed=seed, shift=moved, batch=1, data=data))
     model = mlflow.pyfunc.load_model(model_uri)
     if kind == "wine":
         split = [body["dataframe_split"] for body, _ in bodies]
@@ -200,9 +263,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="which rows; the same seed, the same")
     p.add_argument("--data", help="wine CSV (default: as train.py: $MLSTACK_WINE_DATA or UCI)")
     p.add_argument("--labels-out", type=Path, help="write request_id,row,label,phase here")
+    p.add_argument("--shift", help="how the shifted rows differ (wine: warm, relations, "
+                   "feature:<column>:<sd>; digits: handwriting, thicker, slant)")  # fmt: skip
     args = p.parse_args(argv)
     if args.clean < 0 or args.shifted < 0 or args.batch < 1 or args.clean + args.shifted == 0:
         p.error("--clean and --shifted must be >= 0 (not both 0) and --batch >= 1")
+    args.shift = check_shift(args.kind, args.shift or DEFAULT_SHIFT[args.kind])
     return args
 
 
@@ -219,15 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     traffic = Traffic()
     for phase, n in (("clean", args.clean), ("shifted", args.shifted)):
         if n:
-            print(f"sending {n} {phase} {args.kind} rows to {url} ...", flush=True)  # noqa: T201
+            how = f" ({args.shift})" if phase == "shifted" else ""
+            print(f"sending {n} {phase}{how} {args.kind} rows to {url} ...", flush=True)  # noqa: T201
             send(url, args.kind, n, phase=phase, traffic=traffic, seed=args.seed,
-                 batch=args.batch, data=args.data)  # fmt: skip
+                 batch=args.batch, data=args.data, shift=args.shift)  # fmt: skip
     if args.labels_out:
         pd.DataFrame(traffic.labels).to_csv(args.labels_out, index=False)
     after = model_version(url)
     failed = ", ".join(f"{n} x {why}" for why, n in traffic.failed.items()) or "none"
     print(  # noqa: T201
-        f"sent {traffic.sent} requests ({args.clean} clean, {args.shifted} shifted rows); "
+        f"sent {traffic.sent} requests ({args.clean} clean, {args.shifted} shifted rows"
+        + (f", shift {args.shift}" if args.shifted else "")
+        + "); "
         f"failed: {failed}; served by version {before}"
         + (f" then {after}" if after != before else "")
         + (f"; labels in {args.labels_out}" if args.labels_out else "")

@@ -183,7 +183,7 @@ def latest_check(client: Any, model: ServedModel) -> dict[str, Any] | None:
     metrics = run.data.metrics
     return {
         "drift": bool(metrics.get("drift")),
-        "share": metrics.get("share_drifted_columns"),
+        "reasons": run.data.tags.get(logstore.DRIFT_REASONS_TAG, ""),
         "rows": int(metrics.get("rows", 0)),
         "checked_at": time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)

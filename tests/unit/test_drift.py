@@ -1,6 +1,6 @@
 """What monitoring is made of, without a model or a store: the documented shifts, the image
-statistics, reading every request form back from the log, and the drift call on clean and
-shifted tables (through Evidently)."""
+statistics, reading every request form back from the log, the drift call on clean and
+shifted tables, a retrained version's mixed reference, and Evidently's report beside it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ import pandas as pd
 import pytest
 
 from mlstack.data import WINE_FEATURES, load_digits_data
-from mlstack.monitor.drift import compare
-from mlstack.monitor.profiles import PROFILES, image_features, rows_from_log
-from mlstack.monitor.shifts import WARM_REGION_SHIFT, new_handwriting, warm_region
-from tests.helpers import make_wine_frame, scoring_requests
+from mlstack.monitor.drift import as_dict, compare, parts
+from mlstack.monitor.profiles import (
+    PROFILES,
+    SEGMENT,
+    SEGMENT_LABELLED,
+    SEGMENT_ORIGINAL,
+    image_features,
+    rows_from_log,
+)
+from mlstack.monitor.shifts import WARM_REGION_SHIFT, WINE_RELATED, new_handwriting, warm_region
+from tests.helpers import make_wine_frame, run_entry, scoring_requests, write_uci_csv
 
 WINE = PROFILES["wine"]
 DIGITS = PROFILES["digits"]
@@ -112,19 +119,53 @@ def _wine_table(frame: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-@pytest.mark.slow  # Evidently takes seconds to import
 def test_clean_wine_does_not_drift_and_shifted_wine_does() -> None:
     data = make_wine_frame(2400, seed=1)
     reference = _wine_table(data.iloc[:800])
-    clean = compare(reference, _wine_table(data.iloc[800:1400]), WINE)
-    shifted = compare(reference, _wine_table(warm_region(data.iloc[1400:2000])), WINE)
-    assert not clean.drift and clean.share < WINE.drift_share
-    assert shifted.drift and shifted.columns["alcohol"].drifted
-    assert shifted.worst(1)[0].score > clean.worst(1)[0].score
-    assert set(shifted.columns) == set(WINE.columns)
+    clean = compare(reference, _wine_table(data.iloc[800:1400]), WINE, report=False)
+    shifted = compare(reference, _wine_table(warm_region(data.iloc[1400:2000])), WINE, report=False)
+    assert not clean.drift and clean.verdict.moved == []
+    assert shifted.drift and "alcohol" in {c.column for c in shifted.verdict.moved}
+    assert "alcohol moved: effect" in shifted.verdict.reasons()
+    assert set(shifted.verdict.columns) == set(WINE.columns)
+    assert json.loads(json.dumps(as_dict(shifted), default=float))["drift"] is True
 
 
-@pytest.mark.slow
+def test_a_retrained_version_finds_either_population_it_was_tested_on_normal() -> None:
+    # v2's reference: original held-out rows and held-out labelled (warm-region) rows.
+    data = make_wine_frame(3000, seed=2)
+    reference = pd.concat(
+        [_wine_table(data.iloc[:400]), _wine_table(warm_region(data.iloc[400:800]))],
+        ignore_index=True,
+    )
+    reference[SEGMENT] = [SEGMENT_ORIGINAL] * 400 + [SEGMENT_LABELLED] * 400
+    assert sorted(name for name, _ in parts(reference)) == sorted(
+        ["all", SEGMENT_ORIGINAL, SEGMENT_LABELLED]
+    )
+    clean = compare(reference, _wine_table(data.iloc[1000:1500]), WINE, report=False)
+    # Against the mixture a clean window looks shifted; against the original rows it is not.
+    assert {v.reference: v.drift for v in clean.compared}["all"]
+    assert not clean.drift and clean.verdict.reference == SEGMENT_ORIGINAL
+    assert "against the original reference rows" in clean.verdict.reasons()
+    warm = compare(reference, _wine_table(warm_region(data.iloc[1500:2000])), WINE, report=False)
+    assert not warm.drift and warm.verdict.reference == SEGMENT_LABELLED
+    # Unlike every population it was tested on: drift.
+    far = data.iloc[2000:2500].copy()
+    far["sulphates"] += 0.5
+    assert compare(reference, _wine_table(far), WINE, report=False).drift
+
+
+@pytest.mark.slow  # Evidently takes seconds to import
+def test_the_evidently_report_is_written_beside_the_findings(tmp_path) -> None:
+    data = make_wine_frame(1200, seed=4)
+    result = compare(_wine_table(data.iloc[:600]), _wine_table(data.iloc[600:]), WINE)
+    names = {path.name for path in result.save(tmp_path)}
+    assert names == {"drift.json", "report.html", "report.json"}
+    saved = json.loads((tmp_path / "drift.json").read_text())
+    assert saved["drift"] is False and saved["thresholds"]["large_effect"] > 0
+    assert set(saved["columns"]) == set(WINE.columns)
+
+
 def test_new_handwriting_drifts_on_the_images_not_only_the_labels() -> None:
     held_out = load_digits_data(None, test_size=0.2, seed=42).x_test
     rng = np.random.default_rng(0)
@@ -132,7 +173,45 @@ def test_new_handwriting_drifts_on_the_images_not_only_the_labels() -> None:
     reference = DIGITS.rows(held_out, list(fixed))
     clean = DIGITS.rows(held_out[rng.permutation(len(held_out))], list(fixed))
     shifted = DIGITS.rows(new_handwriting(held_out, seed=1), list(fixed))
-    assert not compare(reference, clean, DIGITS).drift
-    result = compare(reference, shifted, DIGITS)
+    assert not compare(reference, clean, DIGITS, report=False).drift
+    result = compare(reference, shifted, DIGITS, report=False)
     assert result.drift  # with identical predictions, the images alone carry the drift
-    assert not result.columns["predicted_class"].drifted
+    assert not result.verdict.columns["predicted_class"].drifted
+    assert result.verdict.moved and result.verdict.moved[0].column in DIGITS.inputs
+
+
+def test_simulate_moves_one_feature_by_its_spread_or_breaks_relations_only(tmp_path) -> None:
+    from mlstack.monitor.rules import spread
+    from mlstack.monitor.simulate import wine_rows
+
+    csv = write_uci_csv(make_wine_frame(400, seed=5), tmp_path / "wine.csv")
+    clean = wine_rows(str(csv), 300, seed=1, shift=None)
+    moved = wine_rows(str(csv), 300, seed=1, shift="feature:total sulfur dioxide:0.5")
+    sd = spread(make_wine_frame(400, seed=5)["total sulfur dioxide"].to_numpy())
+    delta = moved["total sulfur dioxide"] - clean["total sulfur dioxide"]
+    np.testing.assert_allclose(delta, 0.5 * sd, rtol=1e-6)
+    assert moved.drop(columns="total sulfur dioxide").equals(
+        clean.drop(columns="total sulfur dioxide")
+    )
+    broken = wine_rows(str(csv), 300, seed=1, shift="relations")
+    for column in WINE_FEATURES:  # every column keeps exactly its values
+        assert sorted(broken[column]) == sorted(clean[column]), column
+    assert not broken[list(WINE_RELATED)].equals(clean[list(WINE_RELATED)])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--shift", "sideways"], "--shift 'sideways' is not a wine shift; one of: warm,"),
+        (["--shift", "feature:colour:1"], "no wine feature 'colour'; one of: fixed acidity,"),
+        (["--shift", "feature:alcohol:far"], "'far' is not a number of standard deviations"),
+        (["--kind", "digits", "--shift", "warm"], "is not a digits shift; one of: handwriting"),
+    ],
+)
+def test_simulate_refuses_an_unknown_shift_in_one_line(args: list[str], expected: str) -> None:
+    proc = run_entry(
+        ["-m", "mlstack.monitor.simulate", "--server-url", "http://127.0.0.1:9", *args], None
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("python -m mlstack.monitor.simulate: error: ") and expected in last

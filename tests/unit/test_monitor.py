@@ -21,6 +21,7 @@ import pytest
 
 from mlstack import wine
 from mlstack.data import WINE_FEATURES
+from mlstack.monitor.rules import Thresholds
 from mlstack.monitor.simulate import log_offline
 from mlstack.settings import Settings
 from mlstack.stack import free_port
@@ -101,14 +102,20 @@ def test_clean_traffic_is_no_drift_and_shifted_traffic_is_drift(store, tmp_path)
     assert tags["mlstack.prediction_log"] == str(shifted.resolve())
     assert " .. " in tags["mlstack.window"]
     assert metrics["rows"] == WINDOW and metrics["drift"] == 1.0
-    assert metrics["share_drifted_columns"] >= 0.4
-    assert 0 <= metrics["drift_p_value.alcohol"] < 0.05 and metrics["drift_score.alcohol"] > 0
-    assert "prediction_drift_p_value" in metrics and "prediction_drift_score" in metrics
+    assert (
+        metrics["drifted_columns"] >= 1 and "alcohol moved: effect" in tags["mlstack.drift_reasons"]
+    )
+    assert metrics["drift_p_value.alcohol"] < 0.001
+    assert metrics["drift_effect.alcohol"] >= metrics["drift_threshold.alcohol"]
+    assert "prediction_drift_p_value" in metrics and "prediction_drift_effect" in metrics
+    assert "domain_auc" in metrics and "importance.alcohol" in metrics
+    # Every threshold the call used is logged with it.
+    assert float(run.data.params["threshold.large_effect"]) == Thresholds().large_effect
     # Live performance on the labelled rows is worse than the version's held-out figure.
     assert metrics["labelled_rows"] == WINDOW
     assert metrics["live_rmse"] > metrics["heldout_rmse"]
     artifacts = {a.path for a in tracking_client(settings).list_artifacts(run.info.run_id)}
-    assert {"report.html", "report.json"} <= artifacts
+    assert {"drift.json", "report.html", "report.json"} <= artifacts
 
 
 def test_the_newest_log_run_of_the_model_is_found_by_name(store, tmp_path) -> None:
