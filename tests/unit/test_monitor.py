@@ -118,6 +118,37 @@ def test_clean_traffic_is_no_drift_and_shifted_traffic_is_drift(store, tmp_path)
     assert {"drift.json", "report.html", "report.json"} <= artifacts
 
 
+def test_training_logs_what_the_version_leans_on_and_where_each_reference_row_came_from(
+    store, tmp_path
+) -> None:
+    from mlstack.monitor.profiles import SEGMENT, SEGMENT_LABELLED, SEGMENT_ORIGINAL
+    from mlstack.monitor.reference import ABOUT, ARTIFACT_DIR, TABLE, load_reference
+    from mlstack.monitor.shifts import warm_region
+
+    client = tracking_client(store)
+    v1 = load_reference(client, "wine", "1")
+    assert set(v1.importance) == set(WINE_FEATURES)
+    assert sum(v1.importance.values()) == pytest.approx(1.0)
+    # The generated quality depends on alcohol, volatile acidity and sulphates only.
+    top = sorted(v1.importance, key=lambda c: -v1.importance[c])[:3]
+    assert set(top) == {"alcohol", "volatile acidity", "sulphates"}, v1.importance
+    assert set(v1.frame[SEGMENT]) == {SEGMENT_ORIGINAL}
+    # Retrained with labelled production rows: its held-out split holds both, marked.
+    labelled = warm_region(make_wine_frame(400, seed=9))
+    result = wine.train(wine.WineParams(alpha=0.01), extra=labelled, settings=store)
+    folder = Path(client.download_artifacts(result.run_id, ARTIFACT_DIR, str(tmp_path)))
+    about = json.loads((folder / ABOUT).read_text())
+    assert about["importance_method"] and set(about["importance"]) == set(WINE_FEATURES)
+    frame = pd.read_parquet(folder / TABLE)
+    counts = frame[SEGMENT].value_counts()
+    # The test share of each population is held out (1,600 original rows, 400 labelled).
+    share = wine.WineParams().test_size
+    assert counts[SEGMENT_ORIGINAL] == pytest.approx(1600 * share, abs=40)
+    assert counts[SEGMENT_LABELLED] == pytest.approx(400 * share, abs=25)
+    warm = frame[frame[SEGMENT] == SEGMENT_LABELLED]
+    assert warm["alcohol"].mean() > frame[frame[SEGMENT] == SEGMENT_ORIGINAL]["alcohol"].mean()
+
+
 def test_the_newest_log_run_of_the_model_is_found_by_name(store, tmp_path) -> None:
     settings = store
     from mlstack.logstore import ARTIFACT_PATH
