@@ -97,9 +97,17 @@ class ColumnFinding:
         return self.significant and self.effect >= self.threshold
 
     def describe(self) -> str:
-        """'sulphates moved: effect 0.67, importance rank 2 of 11'."""
-        rank = f", importance rank {self.rank} of {self.of}" if self.rank else ""
-        return f"{self.column} moved: effect {self.effect:.2f}{rank}"
+        """'sulphates moved: effect 0.67, importance rank 2 of 11 (21%)'."""
+        return f"{self.column} moved: effect {self.effect:.2f}{self.importance_note()}"
+
+    def importance_note(self) -> str:
+        """', importance rank 2 of 11 (21%)', or '' when importance was not measured. The
+        share tells a column the model ignores (tied ranks near 0%) from one it leans on."""
+        if not self.rank:
+            return ""
+        share = self.importance or 0.0
+        shown = f"{share:.0%}" if share >= 0.1 else f"{share:.1%}" if share >= 0.01 else "<1%"
+        return f", importance rank {self.rank} of {self.of} ({shown})"
 
 
 @dataclass(frozen=True)
@@ -133,10 +141,12 @@ class Verdict:
 
     @property
     def moved(self) -> list[ColumnFinding]:
-        """The drifted columns, the most urgent first (importance rank, then effect)."""
+        """The drifted columns, the most urgent first: the prediction, then by importance (in
+        whole percent, so the columns a model ignores are not ordered by noise), then effect."""
         drifted = [c for c in self.columns.values() if c.drifted]
         return sorted(
-            drifted, key=lambda c: (c.column != self.prediction, c.rank or 10**6, -c.effect)
+            drifted,
+            key=lambda c: (c.column != self.prediction, -round(c.importance or 0.0, 2), -c.effect),
         )
 
     @property
@@ -168,9 +178,9 @@ class Verdict:
                 parts.append(f"+{len(moved) - 2} more column{'s' if len(moved) > 3 else ''}")
         else:
             near = self.largest()
-            rank = f", importance rank {near.rank} of {near.of}" if near.rank else ""
             parts.append(
-                f"largest move: {near.column} {near.effect:.2f} of {near.threshold:.2f}{rank}"
+                f"largest move: {near.column} {near.effect:.2f} of {near.threshold:.2f}"
+                + near.importance_note()
             )
         if self.domain is not None:
             joint = "joint shift: " if self.domain.drifted and not moved else ""
