@@ -8,6 +8,7 @@ See mlstack/serving/__init__.py for the routes.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from mlstack.cli import run_cli
@@ -17,6 +18,10 @@ from mlstack.serving.options import PROG, parse_args
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m mlstack.serving`."""
     options = parse_args(argv)
+    # TensorFlow's C++ info and warnings tell an operator nothing; its errors still show.
+    # Before anything imports TensorFlow, here or in a worker. (The oneDNN notice comes
+    # before TensorFlow reads it: once per process at start-up, never per request.)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     def serve() -> int:

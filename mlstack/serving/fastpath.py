@@ -85,3 +85,23 @@ def parse(payload: Any, columns: tuple[str, ...], types: tuple[type, ...]) -> np
     # Column-major, as pandas hands a DataFrame's values to scikit-learn: BLAS sums in another
     # order for a row-major matrix, and the predictions would differ in the last digit.
     return np.array(rows, dtype=np.float64, order="F")
+
+
+def parse_tensor(payload: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """An `inputs` / `instances` tensor body as an array of the signature's `dtype` and `shape`
+    (-1: any size), or None (see module doc): ragged nesting, anything but numbers (MLflow
+    casts booleans; the fast path leaves them to it), another number of dimensions or size."""
+    if not isinstance(payload, dict) or len(payload) != 1:
+        return None
+    ((key, value),) = payload.items()
+    if key not in ("inputs", "instances") or not isinstance(value, list) or not value:
+        return None
+    try:
+        tensor = np.asarray(value)
+    except ValueError:  # ragged
+        return None
+    if tensor.dtype.kind not in "fi" or tensor.ndim != len(shape):
+        return None
+    if any(want not in (-1, got) for want, got in zip(shape, tensor.shape, strict=True)):
+        return None
+    return tensor.astype(dtype, copy=False)

@@ -47,6 +47,16 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self._model_calls = Counter(
+            "mlstack_model_calls",
+            "Calls of a tensor model by the fast path (batched requests share one).",
+            registry=self.registry,
+        )
+        self._batched = Counter(
+            "mlstack_batched_requests",
+            "Requests answered by those calls.",
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a key per call: the children, cached, cost less.
         self._by_label: dict[tuple[str, int], Counter] = {}
 
@@ -60,6 +70,11 @@ class Metrics:
             self._errors.inc()
         if path == "/invocations":
             self._latency.observe(seconds)
+
+    def model_call(self, requests: int) -> None:
+        """Count one tensor-model call that answered `requests` requests."""
+        self._model_calls.inc()
+        self._batched.inc(requests)
 
     def render(self, model: Mapping[str, object]) -> str:
         """This app's counts alone, as Prometheus text (no supervisor: one worker, no reloads)."""

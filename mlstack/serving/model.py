@@ -1,4 +1,5 @@
-"""Loading a served model: the pyfunc, its registry identity, and the fast-path plan."""
+"""Loading a served model: the pyfunc, its registry identity, and the fast-path plan (a
+scikit-learn model on named numeric columns, or a Keras model on one tensor)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,13 @@ class ServedModel:
     # Training ranges of named inputs, from the version's reference (None when it has none).
     ranges: dict[str, dict[str, float]] | None = None
     loaded_at: float = field(default_factory=time.time)
-    estimator: Any = None  # set when the fast path applies
+    estimator: Any = None  # set when the tabular fast path applies (scikit-learn)
     columns: tuple[str, ...] = ()
     column_types: tuple[type, ...] = ()
+    keras: Any = None  # set when the tensor fast path applies (a Keras model)
+    tensor_shape: tuple[int, ...] = ()  # the signature's, -1 for any size
+    tensor_dtype: Any = None  # numpy dtype
+    keras_flavor: bool = False  # MLflow's pyfunc calls Keras' predict: see quiet_keras
 
     @property
     def input_schema(self):
@@ -53,7 +58,7 @@ class ServedModel:
             "alias": self.alias,
             "run_id": self.run_id,
             "experiment_id": self.experiment_id,
-            "fast_path": self.estimator is not None,
+            "fast_path": self.estimator is not None or self.keras is not None,
             "loaded_at": self.loaded_at,
         }
 
@@ -63,6 +68,11 @@ class ServedModel:
             # Fitted on a DataFrame, given the same columns as an array: same numbers.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
             return self.estimator.predict(matrix)
+
+    def predict_tensor(self, tensor: np.ndarray) -> np.ndarray:
+        """Fast path: the Keras model on one batch, without `predict`'s per-call dataset,
+        callbacks and progress bar (84 ms a call for one image, against 2 ms)."""
+        return np.asarray(self.keras.predict_on_batch(tensor))
 
 
 def fast_path_plan(pyfunc: Any) -> tuple[Any, tuple[str, ...], tuple[type, ...]]:
@@ -80,6 +90,49 @@ def fast_path_plan(pyfunc: Any) -> tuple[Any, tuple[str, ...], tuple[type, ...]]
         names.append(spec.name)
         types.append(FAST_TYPES[kind])
     return pyfunc.get_raw_model(), tuple(names), tuple(types)
+
+
+TENSOR_TOLERANCE = 1e-5  # largest |fast path - pyfunc| accepted on the input example
+
+
+def tensor_plan(pyfunc: Any) -> tuple[Any, tuple[int, ...], Any]:
+    """(Keras model, shape, numpy dtype) when the tensor fast path applies: MLflow's
+    tensorflow flavor holding a Keras model, one tensor input, no params. Else (None, (), None)."""
+    flavor = pyfunc.metadata.flavors.get("tensorflow") or {}
+    schema = pyfunc.metadata.get_input_schema()
+    if flavor.get("model_type") != "keras" or schema is None or not schema.is_tensor_spec():
+        return None, (), None
+    if len(schema.inputs) != 1 or pyfunc.metadata.get_params_schema() is not None:
+        return None, (), None
+    spec = schema.inputs[0]
+    keras = pyfunc.get_raw_model()
+    if not hasattr(keras, "predict_on_batch"):
+        return None, (), None
+    return keras, tuple(int(d) for d in spec.shape), np.dtype(spec.type)
+
+
+def _tensor_fast_path_agrees(pyfunc: Any, keras: Any, example: Any, dtype: Any) -> bool:
+    """The fast path answers the input example as pyfunc does (within TENSOR_TOLERANCE); it
+    also builds the model's batch function, so the first request does not."""
+    if example is None:
+        return False
+    tensor = np.asarray(example, dtype=dtype)
+    fast = np.asarray(keras.predict_on_batch(tensor), dtype="float64")
+    slow = np.asarray(pyfunc.predict(tensor), dtype="float64")
+    return fast.shape == slow.shape and float(np.max(np.abs(fast - slow))) <= TENSOR_TOLERANCE
+
+
+def quiet_keras() -> None:
+    """No progress bar per request in the server's log: MLflow's pyfunc calls Keras'
+    `predict`, which prints one to stdout, or with interactive logging off logs it at INFO
+    through absl (the `absl` logger), which a server keeps at WARNING. Keras keeps the switch
+    per thread: call it in each thread that predicts."""
+    import logging
+
+    import keras
+
+    keras.utils.disable_interactive_logging()
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def resolve_version(model_uri: str, client: Any) -> str | None:
@@ -119,10 +172,16 @@ def load_model(model_uri: str, client: Any, version: str | None = None) -> Serve
     tracking_uri = client.tracking_uri if client is not None else None
     local = mlflow.artifacts.download_artifacts(artifact_uri=resolved, tracking_uri=tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(local)
+    keras_flavor = "tensorflow" in pyfunc.metadata.flavors
+    if keras_flavor:
+        quiet_keras()
     example = pyfunc.metadata.load_input_example(local)
     if example is not None:
         pyfunc.predict(example)  # smoke test: a version that cannot predict is never served
     estimator, columns, types = fast_path_plan(pyfunc)
+    keras, shape, dtype = tensor_plan(pyfunc)
+    if keras is not None and not _tensor_fast_path_agrees(pyfunc, keras, example, dtype):
+        keras = None  # no example to check it on, or it differs: MLflow answers everything
     run_id = pyfunc.metadata.run_id
     experiment_id, ranges = _run_facts(client, run_id, tracking_uri)
     return ServedModel(
@@ -137,6 +196,10 @@ def load_model(model_uri: str, client: Any, version: str | None = None) -> Serve
         estimator=estimator,
         columns=columns,
         column_types=types,
+        keras=keras,
+        tensor_shape=shape,
+        tensor_dtype=dtype,
+        keras_flavor=keras_flavor,
     )
 
 

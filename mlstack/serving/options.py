@@ -27,6 +27,8 @@ class ServeOptions:
     log_predictions: str | None = None  # a directory, or mlflow[:EXPERIMENT]
     log_batch: int = 1000
     log_flush_s: float = 5.0
+    max_batch_size: int = 64  # rows (images) per model call, tensor models
+    max_batch_ms: float = 2.0  # 0: no batching
 
     @property
     def max_body_bytes(self) -> int:
@@ -85,6 +87,19 @@ def parse_args(argv: list[str] | None = None) -> ServeOptions:
     p.add_argument(
         "--log-flush-s", type=float, default=5.0, help="write at least this often (default 5 s)"
     )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=64,
+        help="tensor models (Keras): rows of concurrent requests per model call (default 64)",
+    )
+    p.add_argument(
+        "--max-batch-ms",
+        type=float,
+        default=2.0,
+        help="tensor models: how long a request on an idle server waits for others to share "
+        "its model call (default 2 ms; 0: no batching)",
+    )
     args: argparse.Namespace = p.parse_args(argv)
     if args.log_batch < 1 or args.log_flush_s <= 0:
         p.error("--log-batch must be >= 1 and --log-flush-s > 0")
@@ -94,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> ServeOptions:
         p.error(f"--workers {args.workers}: give 1 or more")
     if args.max_body_mb <= 0 or args.follow_alias < 0:
         p.error("--max-body-mb must be > 0 and --follow-alias >= 0")
+    if args.max_batch_size < 1 or not 0 <= args.max_batch_ms <= 1000:
+        p.error("--max-batch-size must be >= 1 and --max-batch-ms 0-1000 (0: no batching)")
     return ServeOptions(
         model_uri=args.model_uri,
         host=args.host,
@@ -104,4 +121,6 @@ def parse_args(argv: list[str] | None = None) -> ServeOptions:
         log_predictions=args.log_predictions,
         log_batch=args.log_batch,
         log_flush_s=args.log_flush_s,
+        max_batch_size=args.max_batch_size,
+        max_batch_ms=args.max_batch_ms,
     )

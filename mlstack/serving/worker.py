@@ -169,6 +169,8 @@ def worker_main(
         control=link,
         worker=index,
         latest_check=lambda served: latest_check(client, served),
+        max_batch_rows=options.max_batch_size,
+        max_batch_wait_s=options.max_batch_ms / 1000,
     )
     link.send("ready", model.describe())
     run_uvicorn(app, sock)  # returns after the graceful stop: the log is flushed (or spilled)

@@ -91,7 +91,8 @@ def test_a_moderate_move_counts_for_the_column_the_model_leans_on_only() -> None
     ignored = decide(REFERENCE, _table(1000, seed=3, shift={"c": moderate}), COLUMNS)
     assert leaned_on.drift and "a" in {c.column for c in leaned_on.moved}
     assert leaned_on.columns["a"].rank == 1
-    assert re.search(r"\ba moved: effect 0\.[34]\d, importance rank 1 of 6 \(90%\)", leaned_on.reasons())
+    expected = r"\ba moved: effect 0\.[34]\d, importance rank 1 of 6 \(90%\)"
+    assert re.search(expected, leaned_on.reasons())
     # The same move of an ignored column is significant, but under its threshold.
     assert ignored.columns["c"].significant and not ignored.columns["c"].drifted
     assert not ignored.drift

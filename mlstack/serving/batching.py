@@ -1,0 +1,101 @@
+"""Adaptive batching: requests that arrive together share one model call.
+
+A request's array joins a queue and waits for its own slice of the answer. One drain task per
+model feeds the model: it waits for more requests only while the oldest has waited less than
+`max_wait_s` and the batch holds fewer than `max_rows` rows, so a request on an idle server
+waits at most `max_wait_s`, and requests that queued while the model was busy go in the next
+call without waiting. The model runs in a thread, so the event loop keeps reading requests
+meanwhile. A request larger than `max_rows` goes alone; requests are never split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Combine concurrent `predict` calls on arrays (rows along axis 0) into one."""
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_rows: int,
+        max_wait_s: float,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
+        self.predict = predict
+        self.on_call = on_call  # told how many requests each model call answers
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self._pending: list[_Pending] = []
+        self._rows = 0
+        self._more = asyncio.Event()
+        self._draining = False
+
+    async def predict_async(self, inputs: np.ndarray) -> np.ndarray:
+        """The model's answer for `inputs` alone, computed with whatever arrived with it."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(inputs, future))
+        self._rows += len(inputs)
+        if self._rows >= self.max_rows:
+            self._more.set()
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[_Pending]:
+        """Whole requests from the front, up to max_rows rows (at least one request)."""
+        taken, rows = [], 0
+        while self._pending and (not taken or rows + len(self._pending[0].inputs) <= self.max_rows):
+            item = self._pending.pop(0)
+            taken.append(item)
+            rows += len(item.inputs)
+        self._rows -= rows
+        return taken
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                wait = self._pending[0].arrived + self.max_wait_s - time.perf_counter()
+                if self._rows < self.max_rows and wait > 0:
+                    self._more.clear()
+                    try:
+                        await asyncio.wait_for(self._more.wait(), wait)
+                    except TimeoutError:
+                        pass
+                batch = self._take()
+                if self.on_call is not None:
+                    self.on_call(len(batch))
+                try:
+                    inputs = (
+                        batch[0].inputs
+                        if len(batch) == 1
+                        else np.concatenate([item.inputs for item in batch])
+                    )
+                    outputs = await asyncio.to_thread(self.predict, inputs)
+                except Exception as exc:  # every request of the batch learns it failed
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
+                start = 0
+                for item in batch:
+                    end = start + len(item.inputs)
+                    if not item.future.done():  # a client that went away cancelled its own
+                        item.future.set_result(outputs[start:end])
+                    start = end
+        finally:
+            self._draining = False
