@@ -69,10 +69,12 @@ class ServerState:
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
     max_batch_wait_s: float = DEFAULT_MAX_BATCH_WAIT_S
     batcher: tuple[ServedModel, Batcher] | None = None  # the current model's
+    arriving: int = 0  # /invocations requests read or parsed now, not yet at the model
 
-    async def predict_tensor(self, model: ServedModel, tensor: Any) -> Any:
+    async def predict_tensor(self, model: ServedModel, tensor: Any, arrival: Arrival) -> Any:
         """`model`'s answer for `tensor`, batched with concurrent requests to the same model
         (a reload starts a new batcher; requests already queued finish on the old one)."""
+        arrival.done()
         if self.max_batch_wait_s <= 0:
             self.metrics.model_call(1)
             return model.predict_tensor(tensor)  # ~1 ms for one image: on the loop, no hop
@@ -82,9 +84,26 @@ class ServerState:
                 self.max_batch_rows,
                 self.max_batch_wait_s,
                 on_call=self.metrics.model_call,
+                arriving=lambda: self.arriving,
             )
             self.batcher = (model, batcher)
         return await self.batcher[1].predict_async(tensor)
+
+
+class Arrival:
+    """One /invocations request counted in `ServerState.arriving` until it reaches the model
+    or is answered otherwise (`done`, idempotent)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        state.arriving += 1
+        self.open = True
+
+    def done(self) -> None:
+        """No longer arriving."""
+        if self.open:
+            self.open = False
+            self.state.arriving -= 1
 
 
 def _error(status: int, error_code: str, message: str) -> JSONResponse:
@@ -127,34 +146,46 @@ def _log_full() -> JSONResponse:
     )
 
 
-async def _fast_answer(
-    body: bytes, content_type: str, model: ServedModel, state: ServerState
-) -> tuple[Response, int] | None:
-    """The fast path's (answer, rows), or None when the request is not plain tabular JSON (a
-    scikit-learn model) or a plain tensor (a Keras model)."""
+def _json_payload(body: bytes, content_type: str) -> Any:
+    """The parsed body of a plain `application/json` request, or None (MLflow's to handle)."""
     mime, *params = (part.strip() for part in content_type.split(";"))
-    if model.estimator is None and model.keras is None:
-        return None
     if mime != JSON or params not in ([], ["charset=utf-8"]):
         return None
     try:
         # orjson: a 100-row body parses in ~30 us instead of ~250 us. It is stricter than
         # json (NaN, huge integers): whatever it refuses goes to MLflow, which words the error.
-        payload = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if model.estimator is not None:
-        matrix = fastpath.parse(payload, model.columns, model.column_types)
-        if matrix is None:
-            return None
-        predictions = model.predict_matrix(matrix)
-    else:
-        tensor = fastpath.parse_tensor(payload, model.tensor_shape, model.tensor_dtype)
-        if tensor is None:
-            return None
-        predictions = await state.predict_tensor(model, tensor)
-    answer = Response(orjson.dumps({"predictions": predictions.tolist()}), media_type=JSON)
-    return answer, len(predictions)
+
+
+def _answer(predictions: Any) -> tuple[Response, int]:
+    return Response(orjson.dumps({"predictions": predictions.tolist()}), media_type=JSON), len(
+        predictions
+    )
+
+
+def _fast_answer(body: bytes, content_type: str, model: ServedModel) -> tuple[Response, int] | None:
+    """The tabular fast path's (answer, rows) for a scikit-learn model, or None when the
+    request is not plain tabular JSON."""
+    if model.estimator is None:
+        return None
+    matrix = fastpath.parse(_json_payload(body, content_type), model.columns, model.column_types)
+    return None if matrix is None else _answer(model.predict_matrix(matrix))
+
+
+async def _tensor_answer(
+    body: bytes, content_type: str, model: ServedModel, state: ServerState, arrival: Arrival
+) -> tuple[Response, int] | None:
+    """The tensor fast path's (answer, rows) for a Keras model, batched with concurrent
+    requests, or None when the request is not a plain tensor of the signature's shape."""
+    if model.keras is None:
+        return None
+    payload = _json_payload(body, content_type)
+    tensor = fastpath.parse_tensor(payload, model.tensor_shape, model.tensor_dtype)
+    if tensor is None:
+        return None
+    return _answer(await state.predict_tensor(model, tensor, arrival))
 
 
 def _record(
@@ -186,6 +217,13 @@ class _Routes:
         self.state = state
 
     async def invocations(self, request: Request) -> Response:
+        arrival = Arrival(self.state)  # the batcher waits for requests still arriving
+        try:
+            return await self._invocations(request, arrival)
+        finally:
+            arrival.done()
+
+    async def _invocations(self, request: Request, arrival: Arrival) -> Response:
         state = self.state
         model = state.model  # one version for the whole request, whatever reloads meanwhile
         try:
@@ -208,10 +246,13 @@ class _Routes:
             )
         if state.predlog is not None and state.predlog.full:
             return _log_full()
-        fast = await _fast_answer(body, content_type, model, state)
+        fast = _fast_answer(body, content_type, model) or await _tensor_answer(
+            body, content_type, model, state, arrival
+        )
         if fast is not None:
             answer, rows = fast
         else:
+            arrival.done()
             answer = await asyncio.to_thread(_mlflow_invocations, body, content_type, model)
             rows = None  # counted from the body, only when it is logged
         request_id = uuid.uuid4().hex

@@ -1,11 +1,13 @@
 """Adaptive batching: requests that arrive together share one model call.
 
 A request's array joins a queue and waits for its own slice of the answer. One drain task per
-model feeds the model: it waits for more requests only while the oldest has waited less than
-`max_wait_s` and the batch holds fewer than `max_rows` rows, so a request on an idle server
-waits at most `max_wait_s`, and requests that queued while the model was busy go in the next
-call without waiting. The model runs in a thread, so the event loop keeps reading requests
-meanwhile. A request larger than `max_rows` goes alone; requests are never split.
+model feeds the model. Before a call it waits for more requests only while all of these hold:
+other requests have arrived at the server and are still being read (`arriving`), the batch
+holds fewer than `max_rows` rows, and the oldest has waited less than `max_wait_s`. So a lone
+request does not wait at all, eight that arrive together go as soon as the eighth is read,
+and requests that queued while the model was busy go in the next call. The model runs in a
+thread, so the event loop keeps reading requests meanwhile. A request larger than `max_rows`
+goes alone; requests are never split.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ class Batcher:
         max_rows: int,
         max_wait_s: float,
         on_call: Callable[[int], None] | None = None,
+        arriving: Callable[[], int] = lambda: 0,
     ) -> None:
         self.predict = predict
+        self.arriving = arriving  # requests the server is still reading
         self.on_call = on_call  # told how many requests each model call answers
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
@@ -49,8 +53,7 @@ class Batcher:
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(inputs, future))
         self._rows += len(inputs)
-        if self._rows >= self.max_rows:
-            self._more.set()
+        self._more.set()  # a waiting drain looks again
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -69,13 +72,16 @@ class Batcher:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                wait = self._pending[0].arrived + self.max_wait_s - time.perf_counter()
-                if self._rows < self.max_rows and wait > 0:
+                deadline = self._pending[0].arrived + self.max_wait_s
+                while self._rows < self.max_rows and self.arriving() > 0:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
                     self._more.clear()
                     try:
-                        await asyncio.wait_for(self._more.wait(), wait)
+                        await asyncio.wait_for(self._more.wait(), left)
                     except TimeoutError:
-                        pass
+                        break
                 batch = self._take()
                 if self.on_call is not None:
                     self.on_call(len(batch))
