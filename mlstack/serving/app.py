@@ -75,9 +75,11 @@ class ServerState:
         """`model`'s answer for `tensor`, batched with concurrent requests to the same model
         (a reload starts a new batcher; requests already queued finish on the old one)."""
         arrival.done()
-        if self.max_batch_wait_s <= 0:
+        if self.max_batch_wait_s <= 0 or model is not self.model:
+            # Unbatched, or a request that began before a reload: on the loop (~1 ms for one
+            # image), so the current model's batcher is not replaced back and forth.
             self.metrics.model_call(1)
-            return model.predict_tensor(tensor)  # ~1 ms for one image: on the loop, no hop
+            return model.predict_tensor(tensor)
         if self.batcher is None or self.batcher[0] is not model:
             batcher = Batcher(
                 model.predict_tensor,

@@ -60,12 +60,18 @@ class Batcher:
         return await future
 
     def _take(self) -> list[_Pending]:
-        """Whole requests from the front, up to max_rows rows (at least one request)."""
-        taken, rows = [], 0
-        while self._pending and (not taken or rows + len(self._pending[0].inputs) <= self.max_rows):
-            item = self._pending.pop(0)
-            taken.append(item)
-            rows += len(item.inputs)
+        """Whole requests from the front with the first one's row shape (a signature with
+        -1 past the first axis allows several), up to max_rows rows (at least one request)."""
+        shape = self._pending[0].inputs.shape[1:]
+        taken, kept, rows = [], [], 0
+        for item in self._pending:
+            fits = not taken or rows + len(item.inputs) <= self.max_rows
+            if fits and item.inputs.shape[1:] == shape:
+                taken.append(item)
+                rows += len(item.inputs)
+            else:
+                kept.append(item)
+        self._pending = kept
         self._rows -= rows
         return taken
 
@@ -83,19 +89,25 @@ class Batcher:
                     except TimeoutError:
                         break
                 batch = self._take()
-                if self.on_call is not None:
-                    self.on_call(len(batch))
                 try:
+                    if self.on_call is not None:
+                        self.on_call(len(batch))
                     inputs = (
                         batch[0].inputs
                         if len(batch) == 1
                         else np.concatenate([item.inputs for item in batch])
                     )
                     outputs = await asyncio.to_thread(self.predict, inputs)
-                except Exception as exc:  # every request of the batch learns it failed
+                    if len(outputs) != len(inputs):  # not one output row per input row
+                        raise ValueError(f"{len(outputs)} output rows for {len(inputs)} inputs")
+                except BaseException as exc:  # every request of the batch learns it failed
                     for item in batch:
                         if not item.future.done():
-                            item.future.set_exception(exc)
+                            item.future.set_exception(
+                                exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                            )
+                    if not isinstance(exc, Exception):
+                        raise
                     continue
                 start = 0
                 for item in batch:

@@ -104,4 +104,7 @@ def parse_tensor(payload: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.nd
         return None
     if any(want not in (-1, got) for want, got in zip(shape, tensor.shape, strict=True)):
         return None
-    return tensor.astype(dtype, copy=False)
+    try:  # as MLflow builds it: a number out of an integer type's range is its error
+        return np.array(value, dtype=dtype)
+    except (ValueError, OverflowError, TypeError):
+        return None

@@ -106,7 +106,8 @@ def tensor_plan(pyfunc: Any) -> tuple[Any, tuple[int, ...], Any]:
         return None, (), None
     spec = schema.inputs[0]
     keras = pyfunc.get_raw_model()
-    if not hasattr(keras, "predict_on_batch"):
+    # One output: its rows are the answer's rows (several would need pyfunc's own packing).
+    if not hasattr(keras, "predict_on_batch") or len(getattr(keras, "outputs", None) or ()) != 1:
         return None, (), None
     return keras, tuple(int(d) for d in spec.shape), np.dtype(spec.type)
 
@@ -116,9 +117,12 @@ def _tensor_fast_path_agrees(pyfunc: Any, keras: Any, example: Any, dtype: Any) 
     also builds the model's batch function, so the first request does not."""
     if example is None:
         return False
-    tensor = np.asarray(example, dtype=dtype)
-    fast = np.asarray(keras.predict_on_batch(tensor), dtype="float64")
-    slow = np.asarray(pyfunc.predict(tensor), dtype="float64")
+    try:
+        tensor = np.asarray(example, dtype=dtype)
+        fast = np.asarray(keras.predict_on_batch(tensor), dtype="float64")
+        slow = np.asarray(pyfunc.predict(tensor), dtype="float64")
+    except Exception:  # an example or outputs it cannot take: MLflow serves it, as before
+        return False
     return fast.shape == slow.shape and float(np.max(np.abs(fast - slow))) <= TENSOR_TOLERANCE
 
 

@@ -115,3 +115,23 @@ def test_a_failing_call_fails_its_requests_only() -> None:
     )
     with pytest.raises(ValueError, match="bad row"):
         raise results[7]
+
+
+def test_requests_of_other_row_shapes_are_not_concatenated_and_bad_outputs_fail() -> None:
+    model = Model()
+
+    async def main() -> list:
+        batcher = Batcher(model, max_rows=64, max_wait_s=0.005)
+        shapes = [(1, 3), (1, 5), (2, 3), (1, 5)]
+        return await asyncio.gather(*(batcher.predict_async(np.ones(s)) for s in shapes))
+
+    outputs = _run(main())
+    assert [o.shape for o in outputs] == [(1, 3), (1, 5), (2, 3), (1, 5)]
+    assert sorted(model.calls) == [2, 3]  # (1,3)+(2,3) together, the two (1,5) together
+
+    async def wrong_rows() -> list:
+        batcher = Batcher(lambda x: np.ones((len(x) + 1, 1)), max_rows=8, max_wait_s=0.0)
+        return await asyncio.gather(batcher.predict_async(np.ones((2, 1))), return_exceptions=True)
+
+    (failed,) = _run(wrong_rows())
+    assert isinstance(failed, ValueError) and "3 output rows for 2 inputs" in str(failed)
