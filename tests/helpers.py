@@ -168,7 +168,7 @@ def wait_for_http(url: str, timeout: float, what: str) -> None:
     def ok() -> bool:
         try:
             return requests.get(url, timeout=3).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up, or still starting
             return False
 
     wait_for(ok, timeout, what, interval=0.5)

@@ -1,4 +1,9 @@
-"""`python -m mlstack.stack up|down|status|env`: the native stack's command line (make stack-up).
+"""`python -m mlstack.stack up|down|status|env|backup|restore|gc`: the native stack's command line.
+
+    up / down [--purge] / status / env      start, stop, check the stack (make stack-up)
+    backup --to DIR                          every database and object, while it serves
+    restore --from DIR [--force]             into a fresh stack (checks the backup first)
+    gc --older-than 30d [--dry-run]          `mlflow gc`: deleted runs/experiments for good
 
 Exit codes: 0 done, 1 a service failed (its log is named), 2 bad input (an option to change).
 """
@@ -20,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command and its options. Ports, bucket and workers are saved in the state
     directory by `up` and reused by later commands; --timeout applies to this command only."""
     p = OneLineErrorParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["up", "down", "status", "env"])
+    p.add_argument("command", choices=["up", "down", "status", "env", "backup", "restore", "gc"])
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="data, logs, pids")
     p.add_argument("--pg-port", type=int, help="PostgreSQL port (default 55432)")
     p.add_argument("--s3-port", type=int, help="S3 port (default 8333; uses the next 4 too)")
@@ -40,7 +45,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, help="seconds to wait for each service, this command (default 90)"
     )
     p.add_argument("--purge", action="store_true", help="with down: delete all data and state")
-    return p.parse_args(argv)
+    p.add_argument("--to", type=Path, help="backup: a new directory to write the backup into")
+    p.add_argument("--from", dest="source", type=Path, help="restore: a backup directory")
+    p.add_argument(
+        "--force", action="store_true", help="restore: replace what a non-empty stack holds"
+    )
+    p.add_argument(
+        "--older-than", help="gc: remove what was deleted longer ago than this (e.g. 30d)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="gc: say what would go, delete nothing")
+    args = p.parse_args(argv)
+    needs = {"backup": ("to", "--to DIR"), "restore": ("source", "--from DIR"),
+             "gc": ("older_than", "--older-than AGE (e.g. 30d)")}  # fmt: skip
+    if args.command in needs and getattr(args, needs[args.command][0]) is None:
+        p.error(f"{args.command} needs {needs[args.command][1]}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"export PREFECT_API_URL={config.prefect_api_url}")
         elif args.command == "down":
             stack.down(purge=args.purge, echo=print)
+        elif args.command == "backup":
+            stack.backup(args.to, echo=print)
+        elif args.command == "restore":
+            stack.restore(args.source, force=args.force, echo=print)
+        elif args.command == "gc":
+            stack.gc(args.older_than, dry_run=args.dry_run, echo=print)
         elif args.command == "status":
             for name, state in stack.status().items():
                 print(f"{name:9} {state}")

@@ -7,15 +7,18 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mlstack.polling import poll_until
+from mlstack.stack import backup as backups
+from mlstack.stack import gc as gcmod
 from mlstack.stack.config import HOST, Credentials, StackConfig, StackError, StackUsageError
 from mlstack.stack.mlflow_server import MlflowServer
-from mlstack.stack.pipelines import PrefectServer, RetrainRunner
-from mlstack.stack.postgres import Postgres
+from mlstack.stack.pipelines import PREFECT_DB, PrefectServer, RetrainRunner
+from mlstack.stack.postgres import DB_NAME, DB_USER, PG_SUPERUSER, Postgres, find_postgres_bin
 from mlstack.stack.processes import ProcessTable, port_free
 from mlstack.stack.s3 import SeaweedS3
 from mlstack.stack.service import Service
@@ -71,6 +74,8 @@ class NativeStack:
                 continue
             started = time.monotonic()
             echo(f"{name:9} starting ...")
+            if service is self.mlflow:
+                self._backup_before_upgrade(echo)
             service.start()
             echo(f"{name:9} ready in {time.monotonic() - started:.1f}s")
 
@@ -115,6 +120,99 @@ class NativeStack:
                 f"unhealthy: {problem}" if problem else "healthy"
             )
         return out
+
+    # -- data: backup, restore, upgrades -------------------------------------------------
+
+    def store_access(self) -> backups.StoreAccess:
+        """Superuser access to this stack's PostgreSQL and its bucket, for backup and restore."""
+        return backups.StoreAccess(
+            pg_host=HOST,
+            pg_port=self.config.pg_port,
+            pg_user=PG_SUPERUSER,
+            pg_password=self.creds.pg_superuser_password,
+            pg_bin=find_postgres_bin(),
+            s3_client=lambda: self.s3.client(attempts=3, read_timeout_s=60),
+            bucket=self.config.bucket,
+            ensure_database=self._ensure_database,
+        )
+
+    def _ensure_database(self, name: str) -> str:
+        """Create database `name` with its owner role (the stack's own password for it)."""
+        c = self.creds
+        owners = {
+            DB_NAME: (DB_USER, c.db_password, "db_password"),
+            PREFECT_DB: (PREFECT_DB, c.prefect_db_password, "prefect_db_password"),
+        }
+        if name not in owners:
+            raise StackError(
+                f"the backup holds database '{name}', which this stack has no role for; "
+                "restore it with the mlstack version that made the backup"
+            )
+        role, password, key = owners[name]
+        self.postgres.ensure_role_database(role, password, name, key)
+        return role
+
+    def _require_stores(self, command: str) -> None:
+        for name in ("postgres", "s3"):
+            if self.pids.alive_pid(name) is None:
+                raise StackUsageError(
+                    f"{command} needs the stack running ({name} is stopped); start it with `up`"
+                )
+
+    def backup(self, dest: Path, echo: Callable[[str], None] = log.info) -> backups.Manifest:
+        """Back up the running stack into `dest` (it keeps serving meanwhile)."""
+        self._require_stores("backup")
+        return backups.backup(self.store_access(), dest, self.state, echo)
+
+    def restore(
+        self, src: Path, force: bool = False, echo: Callable[[str], None] = log.info
+    ) -> backups.Manifest:
+        """Restore backup `src` into this stack: checked first; then the MLflow server (and
+        Prefect) is stopped, the data replaced, and what was running started again (the
+        server's start runs `mlflow db upgrade`, so an older backup comes back upgraded)."""
+        self._require_stores("restore")
+        access = self.store_access()
+        backups.check_restorable(access, src, force, echo)
+        writers = [n for n in ("pipelines", "prefect", "mlflow") if n in self.services]
+        running = [n for n in writers if self.pids.alive_pid(n)]
+        for name in running:
+            self.stop_service(name, echo=echo)
+        manifest = backups.restore(access, src, self.state, echo, force=force, checked=True)
+        for name in reversed(writers):
+            if name in running or name == "mlflow":
+                echo(f"{name:9} starting ...")
+                self.start_service(name)
+                echo(f"{name:9} ready")
+        return manifest
+
+    def gc(
+        self, older_than: str, dry_run: bool = False, echo: Callable[[str], None] = log.info
+    ) -> gcmod.GcPlan:
+        """`mlflow gc --older-than` on this stack (its server must run: artifacts are deleted
+        through its proxy)."""
+        self._require_stores("gc")
+        if self.pids.alive_pid("mlflow") is None:
+            raise StackUsageError("gc needs the MLflow server running; start it with `up`")
+        env = self.mlflow.server_env()
+        env["MLFLOW_TRACKING_URI"] = self.config.tracking_uri
+        prefix = self.mlflow.artifacts_destination.split("/", 3)[3]  # s3://bucket/<prefix>
+        return gcmod.run_gc(self.store_access(), older_than, env, Path(sys.executable), prefix,
+                            self.state, echo, dry_run=dry_run)  # fmt: skip
+
+    def _backup_before_upgrade(self, echo: Callable[[str], None]) -> None:
+        """Before `mlflow db upgrade` changes an existing store's schema, back it up into
+        `<state>/backups/` and say so: an upgrade is one-way."""
+        access = self.store_access()
+        current = backups.schema_revision(access)
+        head = backups.head_revision()
+        if current is None or current == head:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = self.state / "backups" / f"pre-upgrade-{current}-{stamp}"
+        echo(f"mlflow    schema {current} is older than this MLflow's {head}: backing up to "
+             f"{dest} before `mlflow db upgrade`")  # fmt: skip
+        backups.backup(access, dest, self.state, echo)
+        echo(f"mlflow    upgrading the schema {current} -> {head} (log: {self.mlflow.log_file})")
 
     def _adopt(self, service: Service, pid: int) -> None:
         """A service left running by an earlier `up` must be healthy."""

@@ -31,7 +31,9 @@ def find_postgres_bin(settings: StackSettings | None = None) -> Path:
         return override
     on_path = shutil.which("initdb")
     if on_path:
-        return Path(on_path).parent
+        # Resolved: a symlink on PATH (/usr/local/bin/initdb) points into the directory that
+        # also holds pg_dump and pg_restore of the same version.
+        return Path(on_path).resolve().parent
     candidates = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"),
         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,

@@ -106,8 +106,9 @@ class SeaweedS3(Service):
             ):
                 raise StackError(f"cannot create bucket '{self.config.bucket}': {exc}") from exc
 
-    def client(self):
-        """A boto3 S3 client with the stack's keys (for checks and tests, not for clients)."""
+    def client(self, attempts: int = 1, read_timeout_s: float = 5):
+        """A boto3 S3 client with the stack's keys (for checks, tests and backups, not for
+        clients); health checks want one quick attempt, backups a few patient ones."""
         import boto3
         from botocore.config import Config
 
@@ -117,7 +118,12 @@ class SeaweedS3(Service):
             aws_access_key_id=self.creds.s3_access_key,
             aws_secret_access_key=self.creds.s3_secret_key,
             region_name="us-east-1",
-            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+            config=Config(
+                connect_timeout=2,
+                read_timeout=read_timeout_s,
+                retries={"max_attempts": attempts},
+                max_pool_connections=16,
+            ),
         )
 
     def _gateway_problem(self) -> str | None:
