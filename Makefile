@@ -31,7 +31,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 .DEFAULT_GOAL := help
 .PHONY: help setup train train-digits ui test lint format clean clean-store \
 	stack-up stack-down stack-status pipelines-up monitor simulate env bench-tracking \
-	bench-monitoring bench-serving bench-images bench-startup image \
+	bench-monitoring bench-backup bench-serving bench-images bench-startup image \
 	dev-image serve-image run serve test-quick client
 
 ## Show this help
@@ -111,6 +111,10 @@ stack-status: $(STAMP)
 ## Benchmark tracking overhead and log_batch throughput against a throwaway native stack
 bench-tracking: $(STAMP)
 	$(PY) -m benchmarks.tracking
+
+## Time backup and restore (and their size) for a populated stack and one 10x larger
+bench-backup: $(STAMP)
+	$(PY) -m benchmarks.backup
 
 ## Benchmark our model server against `mlflow models serve` (needs wrk; WORKERS=2 for two each)
 bench-serving: $(STAMP)

@@ -39,6 +39,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also the Prefect server and the retraining runner (make pipelines-up)",
     )
     p.add_argument("--prefect-port", type=int, help="Prefect server port (default 4200)")
+    p.add_argument(
+        "--artifacts",
+        choices=["s3", "sftp"],
+        help="artifact store: the S3 bucket (default) or an SFTP server (sshd, chrooted; root)",
+    )
+    p.add_argument("--sftp-port", type=int, help="SFTP server port (default 2022)")
+    p.add_argument(
+        "--sftp-root", help="SFTP files and chroot (default <state-dir>/sftp; root-owned path)"
+    )
     p.add_argument("--retrain-models", help="models the runner retrains (default wine)")
     p.add_argument("--retrain-every", type=float, help="minutes between retraining runs (5)")
     p.add_argument(
@@ -74,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         pipelines=args.pipelines,
         prefect_port=args.prefect_port,
+        artifacts=args.artifacts,
+        sftp_port=args.sftp_port,
+        sftp_root=args.sftp_root,
         retrain_models=args.retrain_models,
         retrain_every_min=args.retrain_every,
         timeout_s=args.timeout,

@@ -64,7 +64,7 @@ class StoreAccess:
     pg_user: str  # a superuser: it dumps and re-creates every database
     pg_password: str
     pg_bin: Path  # holds pg_dump and pg_restore
-    s3_client: Callable[[], Any]
+    s3_client: Callable[[], Any] | None  # None: the artifacts are not in a bucket (SFTP)
     bucket: str
     ensure_database: Callable[[str], str] | None = None
 
@@ -234,7 +234,9 @@ def has_table(access: StoreAccess, dbname: str, table: str) -> bool:
 
 
 def list_objects(access: StoreAccess) -> list[dict[str, Any]]:
-    """Every object of the bucket: key and size."""
+    """Every object of the bucket: key and size (none when the stack has no bucket)."""
+    if access.s3_client is None:
+        return []
     paginator = access.s3_client().get_paginator("list_objects_v2")
     return [
         {"key": obj["Key"], "size": obj["Size"]}
@@ -357,6 +359,11 @@ def _write_backup(access: StoreAccess, root: Path, echo: Echo) -> Manifest:
         manifest.databases[name] = {"file": f"databases/{name}.dump", "size": size,
                                     "sha256": sha256_file(out)}  # fmt: skip
         echo(f"database {name}: {_mb(size)} in {time.monotonic() - t0:.1f}s")
+    if access.s3_client is None:
+        echo("artifacts: on the SFTP store, not in this backup: copy its folder with your "
+             "file backups")  # fmt: skip
+        (root / "objects" / "tmp").rmdir()
+        return manifest
     listed = list_objects(access)
     echo(f"objects: copying {len(listed)} ({_mb(sum(o['size'] for o in listed))}) ...")
     client = access.s3_client()
@@ -477,8 +484,9 @@ def target_contents(access: StoreAccess) -> dict[str, int]:
             # A fresh runner's schedule creates future runs at once: those are not data.
             sql = "SELECT count(*) FROM flow_run WHERE state_type IS DISTINCT FROM 'SCHEDULED'"
             found["Prefect flow runs"] = int(access.query("prefect", sql)[0][0])
-    page = access.s3_client().list_objects_v2(Bucket=access.bucket, MaxKeys=1000)
-    found["objects"] = int(page.get("KeyCount", 0))
+    if access.s3_client is not None:
+        page = access.s3_client().list_objects_v2(Bucket=access.bucket, MaxKeys=1000)
+        found["objects"] = int(page.get("KeyCount", 0))
     return found
 
 
@@ -492,6 +500,11 @@ def check_restorable(access: StoreAccess, src: Path, force: bool, echo: Echo) ->
             f"backup {src} holds MLflow schema {manifest.schema_revision} (MLflow "
             f"{manifest.mlflow_version}), newer than this MLflow {version('mlflow-skinny')} "
             "knows; restore it with that MLflow version or newer"
+        )
+    if access.s3_client is None and manifest.objects:
+        raise StackUsageError(
+            f"backup {src} holds {len(manifest.objects)} bucket objects but this stack keeps "
+            "artifacts on SFTP; restore it into a stack with --artifacts s3"
         )
     contents = target_contents(access)
     if any(contents.values()) and not force:
@@ -559,6 +572,8 @@ def _restore_database(access: StoreAccess, name: str, dump: Path) -> None:
 
 
 def _restore_objects(access: StoreAccess, manifest: Manifest, src: Path, echo: Echo) -> None:
+    if access.s3_client is None:
+        return  # check_restorable made sure the backup holds no objects
     client = access.s3_client()
     wanted = {o["key"] for o in manifest.objects}
     stale = [o["key"] for o in list_objects(access) if o["key"] not in wanted]

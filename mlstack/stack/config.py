@@ -42,6 +42,10 @@ class StackConfig:
     # retraining runner, which serves `retrain/<model>` for each of retrain_models.
     pipelines: bool = False
     prefect_port: int = 4200
+    # --artifacts sftp: artifacts on an SFTP server (stack/sftp.py) instead of the S3 bucket.
+    artifacts: str = "s3"
+    sftp_port: int = 2022
+    sftp_root: str = ""  # default <state_dir>/sftp
     retrain_models: str = "wine"
     retrain_every_min: float = 5.0
     timeout_s: float = 90.0

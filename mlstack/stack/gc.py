@@ -144,6 +144,8 @@ def bucket_prefix(location: str, destination_prefix: str) -> str | None:
 
 
 def _delete_prefixes(access: StoreAccess, prefixes: list[str]) -> int:
+    if access.s3_client is None:
+        return 0  # SFTP store: left to its own file housekeeping (docs/tracking-stack.md)
     client = access.s3_client()
     removed = 0
     for prefix in prefixes:

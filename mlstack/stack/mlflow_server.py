@@ -13,6 +13,7 @@ from mlstack.stack.postgres import Postgres
 from mlstack.stack.processes import ProcessTable
 from mlstack.stack.s3 import SeaweedS3
 from mlstack.stack.service import Service
+from mlstack.stack.sftp import SftpServer
 
 
 class MlflowServer(Service):
@@ -23,15 +24,21 @@ class MlflowServer(Service):
     port_flag = "--mlflow-port"
 
     def __init__(
-        self, config: StackConfig, pids: ProcessTable, postgres: Postgres, s3: SeaweedS3
+        self,
+        config: StackConfig,
+        pids: ProcessTable,
+        postgres: Postgres,
+        store: SeaweedS3 | SftpServer,
     ) -> None:
         super().__init__(config, pids)
         self.postgres = postgres
-        self.s3 = s3
+        self.store = store  # the artifact store: the S3 bucket, or the SFTP server
 
     @property
     def artifacts_destination(self) -> str:
         """Where the server puts artifacts."""
+        if isinstance(self.store, SftpServer):
+            return self.store.artifacts_destination
         return f"s3://{self.config.bucket}/artifacts"
 
     def ports(self) -> dict[str, int]:
@@ -44,6 +51,13 @@ class MlflowServer(Service):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
         env.update(
             MLFLOW_BACKEND_STORE_URI=self.postgres.backend_store_uri,
+            MLFLOW_DISABLE_TELEMETRY="true",
+        )
+        if isinstance(self.store, SftpServer):
+            # Its .ssh/ holds the server's key, ssh config and pinned known_hosts.
+            env["HOME"] = str(self.store.client_home)
+            return env
+        env.update(
             MLFLOW_S3_ENDPOINT_URL=self.config.s3_endpoint,
             AWS_ACCESS_KEY_ID=self.creds.s3_access_key,
             AWS_SECRET_ACCESS_KEY=self.creds.s3_secret_key,
@@ -51,7 +65,6 @@ class MlflowServer(Service):
             # Fail an upload within seconds when S3 is down, instead of retrying for minutes.
             AWS_RETRY_MODE="standard",
             AWS_MAX_ATTEMPTS="2",
-            MLFLOW_DISABLE_TELEMETRY="true",
         )
         return env
 
@@ -70,10 +83,10 @@ class MlflowServer(Service):
             lines = upgrade.stderr.strip().splitlines() or ["no output"]
             cause = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1])
             raise StackError(f"`mlflow db upgrade` failed: {cause.strip()[:300]}")
-        if problem := self.s3.problem():
+        if problem := self.store.problem():
             raise StackError(
-                f"artifact store {self.config.s3_endpoint} not usable ({problem}); "
-                "`up` creates the bucket when it starts S3: run `down` then `up`"
+                f"artifact store {self.artifacts_destination} not usable ({problem}); "
+                "`up` creates it when it starts the store: run `down` then `up`"
             )
         port = self.config.mlflow_port
         hosts = f"{HOST}:{port},localhost:{port},{HOST},localhost"

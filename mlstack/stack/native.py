@@ -22,6 +22,7 @@ from mlstack.stack.postgres import DB_NAME, DB_USER, PG_SUPERUSER, Postgres, fin
 from mlstack.stack.processes import ProcessTable, port_free
 from mlstack.stack.s3 import SeaweedS3
 from mlstack.stack.service import Service
+from mlstack.stack.sftp import SftpServer
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ class NativeStack:
         self.pids = ProcessTable(self.state)
         self.postgres = Postgres(config, self.pids)
         self.s3 = SeaweedS3(config, self.pids)
-        self.mlflow = MlflowServer(config, self.pids, self.postgres, self.s3)
-        started: list[Service] = [self.postgres, self.s3, self.mlflow]
+        self.sftp = SftpServer(config, self.pids)
+        if config.artifacts not in ("s3", "sftp"):
+            raise StackUsageError(f"--artifacts {config.artifacts!r}: choose s3 or sftp")
+        store: SeaweedS3 | SftpServer = self.sftp if config.artifacts == "sftp" else self.s3
+        self.mlflow = MlflowServer(config, self.pids, self.postgres, store)
+        started: list[Service] = [self.postgres, store, self.mlflow]
         if config.pipelines:
             started += [
                 PrefectServer(config, self.pids, self.postgres),
@@ -131,7 +136,11 @@ class NativeStack:
             pg_user=PG_SUPERUSER,
             pg_password=self.creds.pg_superuser_password,
             pg_bin=find_postgres_bin(),
-            s3_client=lambda: self.s3.client(attempts=3, read_timeout_s=60),
+            s3_client=(
+                None
+                if self.config.artifacts == "sftp"
+                else lambda: self.s3.client(attempts=3, read_timeout_s=60)
+            ),
             bucket=self.config.bucket,
             ensure_database=self._ensure_database,
         )
@@ -153,7 +162,7 @@ class NativeStack:
         return role
 
     def _require_stores(self, command: str) -> None:
-        for name in ("postgres", "s3"):
+        for name in ("postgres", self.config.artifacts):
             if self.pids.alive_pid(name) is None:
                 raise StackUsageError(
                     f"{command} needs the stack running ({name} is stopped); start it with `up`"

@@ -91,21 +91,22 @@ def port_free(port: int) -> bool:
 
 def find_free_ports(low: int = 20_000, high: int = 29_000) -> dict[str, int]:
     """StackConfig port overrides that are all free now: an S3 base whose +0..+4 (and each
-    +10000 for SeaweedFS' gRPC) are free, PostgreSQL at base+5, MLflow at base+6 and Prefect
-    at base+7.
+    +10000 for SeaweedFS' gRPC) are free, PostgreSQL at base+5, MLflow at base+6, Prefect
+    at base+7 and SFTP at base+8.
 
     For throwaway stacks (tests, benchmarks) that must not collide with a running one.
     """
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(low, high, 10)
-        wanted = [base + i for i in range(8)] + [base + i + GRPC_OFFSET for i in range(5)]
+        wanted = [base + i for i in range(9)] + [base + i + GRPC_OFFSET for i in range(5)]
         if all(port_free(p) for p in wanted):
             return {
                 "s3_port": base,
                 "pg_port": base + 5,
                 "mlflow_port": base + 6,
                 "prefect_port": base + 7,
+                "sftp_port": base + 8,
             }
     raise StackError(f"no free port range found between {low} and {high}")
 
