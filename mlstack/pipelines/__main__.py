@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--models", default="wine", help="comma-separated (default wine)")
     serve.add_argument("--every", type=float, default=5.0, help="minutes between runs (default 5)")
     serve.add_argument("--last", type=int, default=1000, help="window: newest N predictions")
+    serve.add_argument(
+        "--gc-older-than",
+        help="also deploy stack-gc/<stack>: `mlstack.stack gc --older-than` this (off by default)",
+    )
+    serve.add_argument("--gc-every", type=float, default=24.0, help="hours between gc runs (24)")
+    serve.add_argument("--gc-state-dir", help="the native stack gc cleans (its state directory)")
     run = sub.add_parser("run", help="run one model's deployment now and wait for it")
     run.add_argument("model", help="registered model name, e.g. wine")
     run.add_argument("--last", type=int, default=1000, help="window: newest N predictions")
@@ -44,6 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.command == "serve" and args.every <= 0:
         p.error(f"--every {args.every}: give minutes > 0")
+    if args.command == "serve" and args.gc_older_than:
+        from mlstack.stack.config import StackUsageError
+        from mlstack.stack.gc import parse_age
+
+        try:
+            parse_age(args.gc_older_than, "--gc-older-than")
+        except StackUsageError as exc:
+            p.error(str(exc))
+        if not args.gc_state_dir or args.gc_every <= 0:
+            p.error("--gc-older-than needs --gc-state-dir DIR (the stack's) and --gc-every > 0")
     if args.command == "run":
         try:
             args.params = json.loads(args.params)
@@ -75,16 +91,16 @@ def configure_prefect(settings: PipelinesSettings, url: str | None = None) -> st
     return url
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Register the deployments and run what the server schedules (blocks until stopped)."""
+def deployments(args: argparse.Namespace) -> list:
+    """What `serve` deploys: `retrain/<model>` for each model, and `stack-gc/<stack>` only when
+    --gc-older-than asks for it."""
     from datetime import timedelta
+    from pathlib import Path
 
-    from prefect import serve as prefect_serve
-
-    from mlstack.pipelines.flows import retrain
+    from mlstack.pipelines.flows import retrain, stack_gc
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    deployments = [
+    out = [
         retrain.to_deployment(
             name=model,
             interval=timedelta(minutes=args.every),
@@ -92,9 +108,26 @@ def serve(args: argparse.Namespace) -> int:
         )
         for model in models
     ]
-    names = ", ".join(f"retrain/{model}" for model in models)
-    print(f"serving {names} every {args.every:g} min", flush=True)  # noqa: T201
-    prefect_serve(*deployments)
+    if args.gc_older_than:
+        state_dir = str(Path(args.gc_state_dir).resolve())
+        out.append(
+            stack_gc.to_deployment(
+                name=Path(state_dir).name,
+                interval=timedelta(hours=args.gc_every),
+                parameters={"state_dir": state_dir, "older_than": args.gc_older_than},
+            )
+        )
+    return out
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Register the deployments and run what the server schedules (blocks until stopped)."""
+    from prefect import serve as prefect_serve
+
+    planned = deployments(args)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in planned)
+    print(f"serving {names} (retraining every {args.every:g} min)", flush=True)  # noqa: T201
+    prefect_serve(*planned)
     return 0
 
 

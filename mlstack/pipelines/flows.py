@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from mlstack.pipelines.retrain import run_pipeline
 
 FLOW_NAME = "retrain"
+GC_FLOW_NAME = "stack-gc"
 
 
 def as_task(name: str, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -44,3 +45,24 @@ def retrain(
         "version": result.version,
         "promoted": result.promoted,
     }
+
+
+@flow(name=GC_FLOW_NAME)
+def stack_gc(state_dir: str, older_than: str = "30d") -> list[str]:
+    """`python -m mlstack.stack gc --older-than` on the native stack of `state_dir` (deployed
+    only when asked: `serve --gc-older-than`); the lines it reported."""
+    from pathlib import Path
+
+    from prefect.logging import get_run_logger
+
+    from mlstack.stack import NativeStack, StackConfig
+
+    logger = get_run_logger()
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        lines.append(line)
+        logger.info(line)
+
+    NativeStack(StackConfig.load(Path(state_dir))).gc(older_than, echo=report)
+    return lines

@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retrain-models", help="models the runner retrains (default wine)")
     p.add_argument("--retrain-every", type=float, help="minutes between retraining runs (5)")
     p.add_argument(
+        "--gc-older-than",
+        help="with --pipelines: also run gc on a schedule for what was deleted this long ago "
+        "(e.g. 30d; off by default)",
+    )
+    p.add_argument("--gc-every", type=float, help="with --gc-older-than: hours between runs (24)")
+    p.add_argument(
         "--timeout", type=float, help="seconds to wait for each service, this command (default 90)"
     )
     p.add_argument("--purge", action="store_true", help="with down: delete all data and state")
@@ -68,6 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "gc": ("older_than", "--older-than AGE (e.g. 30d)")}  # fmt: skip
     if args.command in needs and getattr(args, needs[args.command][0]) is None:
         p.error(f"{args.command} needs {needs[args.command][1]}")
+    from mlstack.stack.gc import parse_age
+
+    for flag, age in (("--older-than", args.older_than), ("--gc-older-than", args.gc_older_than)):
+        try:
+            if age is not None:
+                parse_age(age, flag)  # before anything is asked of the stack
+        except StackUsageError as exc:
+            p.error(str(exc))
     return args
 
 
@@ -88,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         sftp_root=args.sftp_root,
         retrain_models=args.retrain_models,
         retrain_every_min=args.retrain_every,
+        gc_older_than=args.gc_older_than,
+        gc_every_h=args.gc_every,
         timeout_s=args.timeout,
     )
     stack = NativeStack(config)

@@ -48,6 +48,9 @@ class StackConfig:
     sftp_root: str = ""  # default <state_dir>/sftp
     retrain_models: str = "wine"
     retrain_every_min: float = 5.0
+    # --gc-older-than: the runner also deploys stack-gc/<state dir> every gc_every_h hours.
+    gc_older_than: str = ""
+    gc_every_h: float = 24.0
     timeout_s: float = 90.0
 
     @property

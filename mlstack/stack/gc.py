@@ -37,17 +37,17 @@ _GC_MAIN = (
 )
 
 
-def parse_age(text: str) -> timedelta:
-    """`30d`, `12h`, `1d2h3m4s` as a timedelta; StackUsageError for anything else."""
+def parse_age(text: str, flag: str = "--older-than") -> timedelta:
+    """`30d`, `12h`, `1d2h3m4s` as a timedelta; StackUsageError (naming `flag`) otherwise."""
     match = _AGE.match(text.strip())
     if not text.strip() or match is None or not any(match.groupdict().values()):
         raise StackUsageError(
-            f"--older-than {text!r} is not an age; write it as e.g. 30d, 12h or 1d2h30m"
+            f"{flag} {text!r} is not an age; write it as e.g. 30d, 12h or 1d2h30m"
         )
     try:
         return timedelta(**{k: float(v) for k, v in match.groupdict().items() if v})
     except ValueError as exc:
-        raise StackUsageError(f"--older-than {text!r}: {exc}; write it as e.g. 30d") from exc
+        raise StackUsageError(f"{flag} {text!r}: {exc}; write it as e.g. 30d") from exc
 
 
 @dataclass

@@ -125,6 +125,9 @@ class RetrainRunner(Service):
         every = f"{c.retrain_every_min:g}"
         argv = [sys.executable, "-m", "mlstack.pipelines", "serve", "--models",
                 ",".join(self.models()), "--every", every]  # fmt: skip
+        if c.gc_older_than:  # off unless asked: gc deletes for good
+            argv += ["--gc-older-than", c.gc_older_than, "--gc-every", f"{c.gc_every_h:g}",
+                     "--gc-state-dir", str(c.state_dir)]  # fmt: skip
         self.spawn(argv, env, cwd=PROJ_ROOT)  # Prefect loads the flow from its entrypoint
         self.wait_healthy()
 

@@ -134,3 +134,19 @@ def test_the_stack_makes_each_retrained_models_labels_folder(tmp_path: Path) -> 
     folders = RetrainRunner(config, ProcessTable(tmp_path)).make_labels_dirs()
     assert folders == [tmp_path / "labels" / "wine", tmp_path / "labels" / "digits"]
     assert all(folder.is_dir() for folder in folders)
+
+
+def test_the_gc_deployment_is_off_unless_asked(tmp_path: Path) -> None:
+    from mlstack.pipelines.__main__ import deployments, parse_args
+
+    plain = deployments(parse_args(["serve", "--models", "wine,digits"]))
+    assert [(d.flow_name, d.name) for d in plain] == [("retrain", "wine"), ("retrain", "digits")]
+    args = ["serve", "--gc-older-than", "30d", "--gc-every", "12", "--gc-state-dir", str(tmp_path)]
+    gc = [d for d in deployments(parse_args(args)) if d.flow_name == "stack-gc"]
+    assert len(gc) == 1
+    assert gc[0].parameters == {"state_dir": str(tmp_path.resolve()), "older_than": "30d"}
+
+
+def test_a_gc_deployment_needs_its_stack(tmp_path: Path) -> None:
+    proc = run_entry(["-m", "mlstack.pipelines", "serve", "--gc-older-than", "30d"], None)
+    assert proc.returncode == 2 and "--gc-state-dir" in proc.stderr

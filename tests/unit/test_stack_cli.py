@@ -68,3 +68,54 @@ def test_status_and_env_of_a_stopped_stack(state: Path) -> None:
     assert [ln.split()[1] for ln in proc.stdout.splitlines()] == ["stopped"] * 3
     env = run_entry([*STACK, "env", "--state-dir", str(state), "--mlflow-port", "5123"], None)
     assert env.stdout.strip() == "export MLFLOW_TRACKING_URI=http://127.0.0.1:5123"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["backup"], "backup needs --to DIR"),
+        (["restore"], "restore needs --from DIR"),
+        (["gc"], "gc needs --older-than"),
+        (["gc", "--older-than", "30 days"], "e.g. 30d"),
+        (["up", "--pipelines", "--gc-older-than", "a month"], "--gc-older-than 'a month'"),
+        (["up", "--artifacts", "ftp"], "invalid choice: 'ftp'"),
+    ],
+)
+def test_data_commands_with_bad_input_say_what_to_give(state: Path, args, says: str) -> None:
+    proc = run_entry([*STACK, *args, "--state-dir", str(state)], None)
+    assert says in _one_error_line(proc, 2)
+    assert not (state / "pids.json").exists()  # nothing was started
+
+
+def test_backup_and_gc_of_a_stopped_stack_say_to_start_it(state: Path, tmp_path: Path) -> None:
+    for args in (["backup", "--to", str(tmp_path / "b")], ["gc", "--older-than", "30d"]):
+        line = _one_error_line(run_entry([*STACK, *args, "--state-dir", str(state)], None), 2)
+        assert "start it with `up`" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_restore_checks_the_backup_before_it_needs_a_stack(state: Path, tmp_path: Path) -> None:
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "databases").mkdir()
+    from mlstack.stack.backup import StackUsageError, verify
+
+    with pytest.raises(StackUsageError, match="not a complete backup"):
+        verify(tmp_path / "half", echo=print)
+
+
+def test_age_parsing_matches_mlflow_gc() -> None:
+    from datetime import timedelta
+
+    from mlstack.stack.gc import parse_age
+
+    assert parse_age("30d") == timedelta(days=30)
+    assert parse_age("1d2h3m4s") == timedelta(days=1, hours=2, minutes=3, seconds=4)
+    assert parse_age("0.5d") == timedelta(hours=12)
+
+
+def test_bucket_prefix_of_a_logged_model_is_its_whole_folder() -> None:
+    from mlstack.stack.gc import bucket_prefix
+
+    loc = "mlflow-artifacts:/2/models/m-abc/artifacts"
+    assert bucket_prefix(loc, "artifacts") == "artifacts/2/models/m-abc/"
+    assert bucket_prefix("s3://elsewhere/x", "artifacts") is None  # not ours to delete
