@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--gc-older-than",
         help="with --pipelines: also run gc on a schedule for what was deleted this long ago "
-        "(e.g. 30d; off by default)",
+        "(e.g. 30d; off by default, and `off` turns it off again)",
     )
     p.add_argument("--gc-every", type=float, help="with --gc-older-than: hours between runs (24)")
     p.add_argument(
@@ -76,9 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"{args.command} needs {needs[args.command][1]}")
     from mlstack.stack.gc import parse_age
 
+    if args.gc_older_than == "off":
+        args.gc_older_than = ""  # saved as such: the runner deploys no gc from now on
+    if args.gc_every is not None and args.gc_every <= 0:
+        p.error(f"--gc-every {args.gc_every:g}: give hours > 0")
     for flag, age in (("--older-than", args.older_than), ("--gc-older-than", args.gc_older_than)):
         try:
-            if age is not None:
+            if age:
                 parse_age(age, flag)  # before anything is asked of the stack
         except StackUsageError as exc:
             p.error(str(exc))

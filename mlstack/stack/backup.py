@@ -12,20 +12,23 @@ A backup directory holds:
                           files are stored once)
 
 Consistency while the stack serves and trains: every database is dumped first, each in one
-snapshot, then the bucket is listed and copied. Nothing but gc deletes objects (and gc refuses
-to run during a backup, see `BackupLock`), so every artifact a dumped run refers to that existed
-when its snapshot was taken is still there when it is copied; objects written later are copied
-too and are harmless extras. Every write acknowledged before `backup` started is in it.
+snapshot, then the bucket is listed and copied. gc, the one bulk deleter, cannot run during a
+backup (`BackupLock`), so every artifact a dumped run refers to that existed when its snapshot
+was taken is still there when it is copied, unless a client deleted that very file after the
+snapshot (it is then left out, and said); objects written later are copied too and are
+harmless extras. Every write acknowledged before `backup` started is in it.
 
-The code needs only a `StoreAccess` (database login, S3 client, bucket), so the native stack
-and the compose one-shot container run the same functions.
+The code needs only a `StoreAccess` (database login, S3 client, bucket), so other launchers
+than the native stack can run the same functions (compose does not yet).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -39,7 +42,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from mlstack.stack.config import StackError, StackUsageError
+from mlstack.stack.config import StackError, StackUsageError, write_private
 
 FORMAT = 1  # manifest format; restore refuses one it does not know
 MANIFEST = "manifest.json"
@@ -67,6 +70,13 @@ class StoreAccess:
     s3_client: Callable[[], Any] | None  # None: the artifacts are not in a bucket (SFTP)
     bucket: str
     ensure_database: Callable[[str], str] | None = None
+    # The databases restore may re-create (each has an owner role in the target stack).
+    known_databases: tuple[str, ...] = ("mlflow", "prefect")
+
+    @property
+    def artifact_store(self) -> str:
+        """Where artifacts live: "s3" (the bucket, in backups) or "sftp" (not in backups)."""
+        return "s3" if self.s3_client is not None else "sftp"
 
     def pg_env(self) -> dict[str, str]:
         """Environment for pg_dump/pg_restore: the password out of argv (and out of `ps`)."""
@@ -120,6 +130,7 @@ class Manifest:
     objects: list[dict[str, Any]] = field(default_factory=list)  # key,size,sha256
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    artifact_store: str = "s3"  # "sftp": the artifacts are not in the backup
     format: int = FORMAT
 
     def total_bytes(self) -> int:
@@ -134,8 +145,10 @@ class Manifest:
 
 
 class BackupLock:
-    """A lock file in a directory the stack owns: gc and a backup never run together, since gc
-    deleting objects mid-copy would leave a dumped run without its artifacts."""
+    """One maintenance command at a time per stack (backup, restore, gc): gc deleting objects
+    mid-copy would leave a dumped run without its artifacts. An flock on a file that is never
+    deleted: the kernel drops it when its holder exits, however it exits, so a crashed command
+    leaves nothing stale and two commands can never both hold it."""
 
     def __init__(self, directory: Path, what: str) -> None:
         self.path = directory / "maintenance.lock"
@@ -144,35 +157,25 @@ class BackupLock:
     @contextmanager
     def held(self) -> Iterator[None]:
         """Hold the lock for the block, or raise StackUsageError naming who holds it."""
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            holder = self.path.read_text(errors="replace").strip()
-            pid = int(holder.split()[0]) if holder.split() and holder.split()[0].isdigit() else 0
-            if pid and _alive(pid):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "? maintenance"
+                pid, _, what = holder.partition(" ")
                 raise StackUsageError(
-                    f"{holder.partition(' ')[2] or 'maintenance'} is running (pid {pid}); "
-                    f"wait for it to finish, then run {self.what} again"
+                    f"{what or 'maintenance'} is running on this stack (pid {pid}); wait for it "
+                    f"to finish, then run {self.what} again"
                 ) from None
-            self.path.unlink(missing_ok=True)  # left by a process that died: take it over
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} {self.what}\n")
-        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {self.what}\n".encode(), 0)  # for the message only
             yield
         finally:
-            self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            os.close(fd)  # releases the lock
 
 
 def sha256_file(path: Path) -> str:
@@ -271,6 +274,7 @@ def _dump_database(access: StoreAccess, name: str, out: Path, snapshot: str | No
     )  # fmt: skip
     if result.returncode != 0:
         raise StackError(f"pg_dump of database '{name}' failed: {_last_line(result.stderr)}")
+    out.chmod(0o600)
 
 
 def _last_line(text: str) -> str:
@@ -278,12 +282,21 @@ def _last_line(text: str) -> str:
     return lines[-1].strip()[:300] if lines else "no output"
 
 
-def _copy_object(access: StoreAccess, client: Any, key: str, root: Path) -> dict[str, Any]:
-    """Download one object into the backup under its sha256; its manifest entry."""
+def _copy_object(access: StoreAccess, client: Any, key: str, root: Path) -> dict[str, Any] | None:
+    """Download one object into the backup under its sha256; its manifest entry, or None when
+    it was deleted after the listing (a client's DELETE through the proxy, later than the
+    dump's snapshot)."""
+    from botocore.exceptions import ClientError
+
     tmp_dir = root / "objects" / "tmp"
+    try:
+        body = client.get_object(Bucket=access.bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
     with tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False) as tmp:
         digest = hashlib.sha256()
-        body = client.get_object(Bucket=access.bucket, Key=key)["Body"]
         size = 0
         for chunk in body.iter_chunks(CHUNK):
             digest.update(chunk)
@@ -306,20 +319,28 @@ def backup(access: StoreAccess, dest: Path, lock_dir: Path, echo: Echo) -> Manif
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise StackUsageError(f"{dest} exists and is not empty; back up into a new directory")
     partial = dest.with_name(dest.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # left by a backup that died: never part of a backup
     started = time.monotonic()
     with BackupLock(lock_dir, "backup").held():
+        if partial.exists():
+            shutil.rmtree(partial)  # left by a backup that died: never part of a backup
         try:
+            # Private: the dumps hold every database, Prefect's blocks included.
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.mkdir(mode=0o700)
             manifest = _write_backup(access, partial, echo)
+            manifest.seconds = round(time.monotonic() - started, 2)
+            _write_manifest(partial, manifest)
+            if dest.exists():
+                dest.rmdir()
+            os.replace(partial, dest)
+        except PermissionError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise StackUsageError(
+                f"cannot write the backup ({exc}); choose a --to directory you can write"
+            ) from exc
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-    manifest.seconds = round(time.monotonic() - started, 2)
-    _write_manifest(partial, manifest)
-    if dest.exists():
-        dest.rmdir()
-    os.replace(partial, dest)
     echo(
         f"backup complete: {dest} ({len(manifest.databases)} databases, "
         f"{len(manifest.objects)} objects, {_mb(manifest.total_bytes())}, "
@@ -329,11 +350,12 @@ def backup(access: StoreAccess, dest: Path, lock_dir: Path, echo: Echo) -> Manif
 
 
 def _write_backup(access: StoreAccess, root: Path, echo: Echo) -> Manifest:
-    (root / "databases").mkdir(parents=True)
-    (root / "objects" / "tmp").mkdir(parents=True)
+    (root / "databases").mkdir(mode=0o700)
+    (root / "objects" / "tmp").mkdir(mode=0o700, parents=True)
     manifest = Manifest(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         mlflow_version=version("mlflow-skinny"),
+        artifact_store=access.artifact_store,
         schema_revision=schema_revision(access),
         bucket=access.bucket,
     )
@@ -367,24 +389,29 @@ def _write_backup(access: StoreAccess, root: Path, echo: Echo) -> Manifest:
     listed = list_objects(access)
     echo(f"objects: copying {len(listed)} ({_mb(sum(o['size'] for o in listed))}) ...")
     client = access.s3_client()
-    done = 0
+    done = gone = 0
     t0 = time.monotonic()
     with ThreadPoolExecutor(COPY_THREADS) as pool:
         for entry in pool.map(lambda o: _copy_object(access, client, o["key"], root), listed):
-            manifest.objects.append(entry)
             done += 1
+            if entry is None:
+                gone += 1
+                continue
+            manifest.objects.append(entry)
             if done % 1000 == 0:
                 echo(f"objects: {done}/{len(listed)} ({time.monotonic() - t0:.0f}s)")
     (root / "objects" / "tmp").rmdir()
+    if gone:
+        echo(f"objects: {gone} deleted while the backup ran (not in it)")
     manifest.counts["objects"] = len(manifest.objects)
     return manifest
 
 
 def _write_manifest(root: Path, manifest: Manifest) -> None:
     text = manifest.to_json()
-    (root / MANIFEST).write_text(text)
+    write_private(root / MANIFEST, text)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    (root / MANIFEST_SUM).write_text(f"{digest}  {MANIFEST}\n")
+    write_private(root / MANIFEST_SUM, f"{digest}  {MANIFEST}\n")
 
 
 def _mb(size: int) -> str:
@@ -413,7 +440,35 @@ def read_manifest(src: Path) -> Manifest:
             f"backup {src} has manifest format {data.get('format')}, this version reads "
             f"{FORMAT}; restore it with the mlstack version that made it"
         )
-    return Manifest(**data)
+    try:
+        manifest = Manifest(**data)
+    except TypeError as exc:
+        raise StackUsageError(
+            f"backup {src} has a manifest this version cannot read ({exc}); nothing was "
+            "changed, restore it with the mlstack version that made it"
+        ) from exc
+    _check_names(src, manifest)
+    return manifest
+
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _check_names(src: Path, manifest: Manifest) -> None:
+    """Every name the manifest gives is one backup writes: no path or SQL can hide in it."""
+    for name, entry in manifest.databases.items():
+        if not _DB_NAME.match(name) or entry.get("file") != f"databases/{name}.dump":
+            raise StackUsageError(
+                f"backup {src} is damaged: database entry {name!r} is not one backup writes; "
+                "nothing was changed, restore from another backup"
+            )
+    for entry in manifest.objects:
+        if not _SHA.match(str(entry.get("sha256", ""))) or not entry.get("key"):
+            raise StackUsageError(
+                f"backup {src} is damaged: object entry {str(entry)[:80]} is not one backup "
+                "writes; nothing was changed, restore from another backup"
+            )
 
 
 def verify(src: Path, echo: Echo) -> Manifest:
@@ -459,7 +514,7 @@ def head_revision() -> str:
     return _migrations().get_current_head()
 
 
-def _known_revision(revision: str | None) -> bool:
+def known_revision(revision: str | None) -> bool:
     """Whether the installed MLflow knows `revision` (so it can open or upgrade the store)."""
     if revision is None:
         return True
@@ -495,16 +550,22 @@ def check_restorable(access: StoreAccess, src: Path, force: bool, echo: Echo) ->
     manifest, a schema this MLflow knows, and an empty target (unless `force`)."""
     src = src.resolve()
     manifest = verify(src, echo)
-    if not _known_revision(manifest.schema_revision):
+    if not known_revision(manifest.schema_revision):
         raise StackUsageError(
             f"backup {src} holds MLflow schema {manifest.schema_revision} (MLflow "
             f"{manifest.mlflow_version}), newer than this MLflow {version('mlflow-skinny')} "
             "knows; restore it with that MLflow version or newer"
         )
-    if access.s3_client is None and manifest.objects:
+    if manifest.artifact_store != access.artifact_store:
         raise StackUsageError(
-            f"backup {src} holds {len(manifest.objects)} bucket objects but this stack keeps "
-            "artifacts on SFTP; restore it into a stack with --artifacts s3"
+            f"backup {src} is of a stack with --artifacts {manifest.artifact_store}, this one "
+            f"has --artifacts {access.artifact_store}; restore it into a stack like its own"
+        )
+    unknown = sorted(set(manifest.databases) - set(access.known_databases))
+    if unknown:
+        raise StackUsageError(
+            f"backup {src} holds databases this stack has no role for ({', '.join(unknown)}); "
+            "nothing was changed, restore it with the mlstack version that made it"
         )
     contents = target_contents(access)
     if any(contents.values()) and not force:
@@ -525,17 +586,19 @@ def restore(
     echo: Echo,
     force: bool = False,
     checked: bool = False,
+    hold_lock: bool = True,
 ) -> Manifest:
     """Restore backup `src` into the stack `access` reaches (its MLflow server stopped).
 
     Checks first (`check_restorable`, skipped when the caller has just run it: `checked`),
     changes after: each database is re-created from its dump and the bucket is made to hold
-    exactly the backup's objects. Returns the manifest.
+    exactly the backup's objects. `hold_lock=False`: the caller holds the BackupLock.
+    Returns the manifest.
     """
     src = src.resolve()
     manifest = read_manifest(src) if checked else check_restorable(access, src, force, echo)
     started = time.monotonic()
-    with BackupLock(lock_dir, "restore").held():
+    with BackupLock(lock_dir, "restore").held() if hold_lock else contextlib.nullcontext():
         for name, entry in manifest.databases.items():
             t0 = time.monotonic()
             _restore_database(access, name, src / entry["file"])

@@ -46,7 +46,7 @@ def parse_age(text: str, flag: str = "--older-than") -> timedelta:
         )
     try:
         return timedelta(**{k: float(v) for k, v in match.groupdict().items() if v})
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise StackUsageError(f"{flag} {text!r}: {exc}; write it as e.g. 30d") from exc
 
 
@@ -119,16 +119,20 @@ def plan(access: StoreAccess, older_than: timedelta) -> GcPlan:
         result.model_locations = sorted(loc for _, loc in models if loc)
         # A version of a logged model names it in its source (models:/m-...).
         sources = [f"models:/{model_id}" for model_id, _ in models]
-        if sources:
-            backing = access.query(
-                db,
-                "SELECT name, version, source FROM model_versions WHERE source = ANY(%s) "
-                "AND current_stage <> 'Deleted_Internal' ORDER BY name, version",
-                sources,
-            )
-            result.blocking += [
-                f"{n}/{v} (logged model {src.removeprefix('models:/')})" for n, v, src in backing
-            ]
+    else:
+        sources = []
+    # Deleted logged models that go on their own age, too.
+    sources += [f"models:/{model_id}" for model_id in result.logged_models]
+    if sources:
+        backing = access.query(
+            db,
+            "SELECT name, version, source FROM model_versions WHERE source = ANY(%s) "
+            "AND current_stage <> 'Deleted_Internal' ORDER BY name, version",
+            sources,
+        )
+        result.blocking += [
+            f"{n}/{v} (logged model {src.removeprefix('models:/')})" for n, v, src in backing
+        ]
     return result
 
 

@@ -15,6 +15,13 @@ from mlstack.stack.s3 import SeaweedS3
 from mlstack.stack.service import Service
 from mlstack.stack.sftp import SftpServer
 
+# `mlflow db upgrade URI`, the URI (with the database password) passed in-process from the
+# environment so it stays out of the process list.
+_DB_UPGRADE = (
+    "import os, sys; from mlflow.cli import cli; "
+    "sys.argv = ['mlflow', 'db', 'upgrade', os.environ['MLFLOW_BACKEND_STORE_URI']]; cli()"
+)
+
 
 class MlflowServer(Service):
     """The tracking server, the only process that holds the database password and S3 keys."""
@@ -73,12 +80,15 @@ class MlflowServer(Service):
         mlflow_bin = str(Path(sys.executable).parent / "mlflow")
         env = self.server_env()
         upgrade = subprocess.run(
-            [mlflow_bin, "db", "upgrade", self.postgres.backend_store_uri],
+            [sys.executable, "-c", _DB_UPGRADE],
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
         )
+        # Logged: alembic names each migration it runs ("Running upgrade A -> B").
+        with open(self.log_file, "a") as log:
+            log.write(f"mlflow db upgrade (exit {upgrade.returncode}):\n{upgrade.stderr}")
         if upgrade.returncode != 0:
             lines = upgrade.stderr.strip().splitlines() or ["no output"]
             cause = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1])

@@ -183,16 +183,22 @@ class NativeStack:
         access = self.store_access()
         backups.check_restorable(access, src, force, echo)
         writers = [n for n in ("pipelines", "prefect", "mlflow") if n in self.services]
-        running = [n for n in writers if self.pids.alive_pid(n)]
-        for name in running:
-            self.stop_service(name, echo=echo)
-        manifest = backups.restore(access, src, self.state, echo, force=force, checked=True)
-        for name in reversed(writers):
-            if name in running or name == "mlflow":
-                echo(f"{name:9} starting ...")
-                self.start_service(name)
-                echo(f"{name:9} ready")
-        return manifest
+        # The lock first: a gc or backup in progress refuses the restore before anything stops.
+        with backups.BackupLock(self.state, "restore").held():
+            running = [n for n in writers if self.pids.alive_pid(n)]
+            for name in running:
+                self.stop_service(name, echo=echo)
+            try:
+                return backups.restore(access, src, self.state, echo, force=force, checked=True,
+                                       hold_lock=False)  # fmt: skip
+            finally:
+                # Whatever happened, what ran runs again (after a failed restore too, so the
+                # stack is never left without its server).
+                for name in reversed(writers):
+                    if name in running or name == "mlflow":
+                        echo(f"{name:9} starting ...")
+                        self.start_service(name)
+                        echo(f"{name:9} ready")
 
     def gc(
         self, older_than: str, dry_run: bool = False, echo: Callable[[str], None] = log.info
@@ -216,6 +222,12 @@ class NativeStack:
         head = backups.head_revision()
         if current is None or current == head:
             return
+        if not backups.known_revision(current):
+            raise StackUsageError(
+                f"the MLflow database is at schema {current}, which this MLflow "
+                f"({backups.version('mlflow-skinny')}) does not know: it was made by a newer "
+                "MLflow; run that version, or restore a backup made with this one"
+            )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         dest = self.state / "backups" / f"pre-upgrade-{current}-{stamp}"
         echo(f"mlflow    schema {current} is older than this MLflow's {head}: backing up to "

@@ -100,7 +100,7 @@ class SftpServer(Service):
         if os.geteuid() != 0:
             raise StackUsageError(
                 "the SFTP store chroots its user, which needs root: run `up --artifacts sftp` as "
-                "root, or use the compose profile sftp"
+                "root"
             )
         _check_chroot_path(self.root)
 
@@ -161,9 +161,7 @@ class SftpServer(Service):
             "PermitRootLogin no",
             "UsePAM no",
             f"AllowUsers {SFTP_USER}",
-            "AllowTcpForwarding no",
-            "AllowAgentForwarding no",
-            "X11Forwarding no",
+            "DisableForwarding yes",
             "PermitTTY no",
             "Subsystem sftp internal-sftp",
             f"ChrootDirectory {chroot}",

@@ -79,6 +79,8 @@ def test_status_and_env_of_a_stopped_stack(state: Path) -> None:
         (["gc", "--older-than", "30 days"], "e.g. 30d"),
         (["up", "--pipelines", "--gc-older-than", "a month"], "--gc-older-than 'a month'"),
         (["up", "--artifacts", "ftp"], "invalid choice: 'ftp'"),
+        (["gc", "--older-than", "99999999999d"], "e.g. 30d"),
+        (["up", "--pipelines", "--gc-older-than", "30d", "--gc-every", "0"], "hours > 0"),
     ],
 )
 def test_data_commands_with_bad_input_say_what_to_give(state: Path, args, says: str) -> None:
@@ -94,13 +96,54 @@ def test_backup_and_gc_of_a_stopped_stack_say_to_start_it(state: Path, tmp_path:
     assert not (tmp_path / "b").exists()
 
 
-def test_restore_checks_the_backup_before_it_needs_a_stack(state: Path, tmp_path: Path) -> None:
+def test_a_backup_without_its_manifest_is_not_a_backup(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "databases").mkdir()
     from mlstack.stack.backup import StackUsageError, verify
 
     with pytest.raises(StackUsageError, match="not a complete backup"):
         verify(tmp_path / "half", echo=print)
+
+
+def test_one_maintenance_command_at_a_time(tmp_path: Path) -> None:
+    from mlstack.stack.backup import BackupLock, StackUsageError
+
+    with BackupLock(tmp_path, "backup").held():
+        with pytest.raises(StackUsageError, match=r"backup is running on this stack \(pid \d+\)"):
+            with BackupLock(tmp_path, "gc").held():
+                pass
+    with BackupLock(tmp_path, "gc").held():  # released with its holder
+        pass
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            {"databases": {"x; DROP": {"file": "databases/x.dump", "size": 1, "sha256": "0"}}},
+            "not one backup writes",
+        ),
+        (
+            {"databases": {"mlflow": {"file": "../../etc/passwd", "size": 1, "sha256": "0"}}},
+            "not one backup writes",
+        ),
+        ({"objects": [{"key": "k", "size": 1, "sha256": "../x"}]}, "not one backup writes"),
+        ({"unexpected": 1}, "cannot read"),
+    ],
+)
+def test_a_manifest_naming_what_backup_never_writes_is_refused(tmp_path: Path, edit, says) -> None:
+    import hashlib
+    import json
+
+    from mlstack.stack.backup import FORMAT, StackUsageError, read_manifest
+
+    data = {"created_at": "t", "mlflow_version": "3", "schema_revision": None, "bucket": "b",
+            "format": FORMAT, **edit}  # fmt: skip
+    text = json.dumps(data)
+    (tmp_path / "manifest.json").write_text(text)
+    (tmp_path / "manifest.sha256").write_text(hashlib.sha256(text.encode()).hexdigest())
+    with pytest.raises(StackUsageError, match=says):
+        read_manifest(tmp_path)
 
 
 def test_age_parsing_matches_mlflow_gc() -> None:
