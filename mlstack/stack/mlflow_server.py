@@ -86,7 +86,8 @@ class MlflowServer(Service):
             text=True,
             timeout=300,
         )
-        # Logged: alembic names each migration it runs ("Running upgrade A -> B").
+        # Logged, so the log shows when the schema was upgraded (`up` also says from which
+        # revision to which, before it backs the store up).
         with open(self.log_file, "a") as log:
             log.write(f"mlflow db upgrade (exit {upgrade.returncode}):\n{upgrade.stderr}")
         if upgrade.returncode != 0:

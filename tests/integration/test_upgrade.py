@@ -127,7 +127,8 @@ def test_a_store_made_by_an_older_mlflow_is_upgraded_once_with_a_backup(
         assert manifest.schema_revision == old_revision
         assert manifest.counts["runs"] == 4 and manifest.counts["model_versions"] == 3
         assert stack_revision(stack) == head_revision()
-        assert "Running upgrade" in stack.mlflow.log_file.read_text()  # alembic's own lines
+        log = stack.mlflow.log_file.read_text()
+        assert "mlflow db upgrade (exit 0)" in log and "Updating database tables" in log
         # Once: a restart finds nothing to upgrade and takes no second backup.
         stack.stop_service("mlflow")
         again = _stack_cli(state, "up")
@@ -142,7 +143,9 @@ def test_a_store_made_by_an_older_mlflow_is_upgraded_once_with_a_backup(
             assert run.data.tags["made_by"] == old
             history = sorted(client.get_metric_history(run_id, "rmse"), key=lambda m: m.step)
             assert [m.value for m in history] == pytest.approx(expected["rmse"])
-            assert {a.path for a in client.list_artifacts(run_id, "")} >= {"model", "notes.txt"}
+            files = {a.path for a in client.list_artifacts(run_id, "")}
+            # MLflow 2 kept the model in the run's files; 3 keeps it as a logged model.
+            assert files >= ({"model", "notes.txt"} if old.startswith("2.") else {"notes.txt"})
         assert client.get_run(logged["deleted_run"]).info.lifecycle_stage == "deleted"
         versions = client.search_model_versions("name='wine'")
         assert {v.version: v.run_id for v in versions} == logged["versions"]
