@@ -75,22 +75,23 @@ def snapshot(stack: NativeStack) -> dict[str, object]:
     return {"tables": tables, "runs": runs_by_id(stack), "keys": set(s3_keys(stack))}
 
 
-def prefect_flow_runs(stack: NativeStack) -> set[str]:
-    """Names of the flow runs the stack's Prefect server has run (not the future runs a
-    runner's schedule creates, which a runner re-plans when it starts)."""
+def prefect_flow_runs(stack: NativeStack) -> dict[str, str]:
+    """name: state type of every flow run the stack's Prefect server knows."""
     resp = requests.post(f"{stack.config.prefect_api_url}/flow_runs/filter", json={}, timeout=30)
     resp.raise_for_status()
-    return {run["name"] for run in resp.json() if run.get("state_type") != "SCHEDULED"}
+    return {run["name"]: run.get("state_type") for run in resp.json()}
 
 
 FLOW = """
 from prefect import flow
 
 @flow(name="bk-check")
-def bk_check() -> int:
-    return 42
+def bk_check() -> str:
+    from prefect.runtime import flow_run
 
-assert bk_check() == 42
+    return flow_run.name
+
+print("flow run:", bk_check())
 """
 
 
@@ -104,7 +105,7 @@ class Backed:
     final_bucket: dict[str, str]
     acked_before: list[str]  # writer runs acknowledged before `backup` started
     bulk_runs: list[str]
-    flow_runs: set[str]
+    flow_run: str  # the name of the flow run the test ran (the runner's own come and go)
     backup_out: str
 
 
@@ -146,9 +147,9 @@ def backed(tmp_path_factory, wine_csv_path: Path) -> Iterator[Backed]:
                            str(wine_csv_path)], env, 600))  # fmt: skip
         monitor = run_entry(["-m", "mlstack.monitor", "--model", MODEL, "--last", "150"], env)
         assert monitor.returncode in (0, 3), monitor.stdout[-1500:] + monitor.stderr[-2000:]
-        _ok(run_entry(["-c", FLOW], env, 300))
-        flow_runs = prefect_flow_runs(source)
-        assert flow_runs, "the Prefect flow run was not recorded"
+        said = _ok(run_entry(["-c", FLOW], env, 300)).splitlines()
+        flow_run = next(ln.split(": ", 1)[1] for ln in said if ln.startswith("flow run: "))
+        assert prefect_flow_runs(source).get(flow_run) == "COMPLETED", flow_run
 
         writers = Writers(source.config.tracking_uri).start()
         deadline = time.monotonic() + 60
@@ -166,7 +167,7 @@ def backed(tmp_path_factory, wine_csv_path: Path) -> Iterator[Backed]:
     finally:
         source.down(purge=True)
     assert not source.config.state_dir.exists()
-    yield Backed(work / "backup", before, final, final_bucket, acked_before, bulk, flow_runs, out)
+    yield Backed(work / "backup", before, final, final_bucket, acked_before, bulk, flow_run, out)
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +247,7 @@ def test_the_restored_stack_serves_the_champion_and_keeps_its_logs(
         experiment = client.get_experiment_by_name(name)
         assert experiment is not None, name
         assert client.search_runs([experiment.experiment_id]), name
-    assert backed.flow_runs <= prefect_flow_runs(target)
+    assert prefect_flow_runs(target).get(backed.flow_run) == "COMPLETED", backed.flow_run
     env = client_env(target.config.tracking_uri, tmp_path, wine_csv_path)
     port = free_port()
     cmd = [sys.executable, "-m", "mlstack.serving", "--model-uri", f"models:/{MODEL}@champion",
