@@ -153,15 +153,19 @@ def test_gc_refuses_while_a_deleted_run_backs_a_model_version(stack: NativeStack
     source = f"{run.info.artifact_uri}/sub"  # registered from the run's files, as MLflow 2 did
     from_run = client.create_model_version(name, source, run_id=run.info.run_id)
     # And MLflow 3's way: a logged model of the experiment that would go.
-    (model,) = client.search_logged_models([scene["gone_exp"]])
+    models = client.search_logged_models([scene["gone_exp"]])
+    assert len(models) == 1, models
+    model = models[0]
     from_model = client.create_model_version(name, f"models:/{model.model_id}",
                                              model_id=model.model_id)  # fmt: skip
     before = set(s3_keys(stack))
     proc = gc_cli(stack, "--older-than", "30d")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"{name}/{from_run.version} (run {scene['old']})" in proc.stderr
-    assert f"{name}/{from_model.version} (logged model {model.model_id})" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert f"{name}/{from_run.version} (run {scene['old']})" in proc.stderr, proc.stderr
+    assert f"{name}/{from_model.version} (logged model {model.model_id})" in proc.stderr, (
+        proc.stderr
+    )
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert set(s3_keys(stack)) == before and _exists(stack, scene["old"])
     for version in (from_run, from_model):
         client.delete_model_version(name, version.version)

@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import paramiko
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -115,7 +114,9 @@ def test_a_server_with_another_host_key_is_refused(sftp_stack, tmp_path, monkeyp
     assert list(_chroot(sftp_stack).rglob("ok.txt"))
 
 
-def _login(stack: NativeStack, user: str, **auth) -> paramiko.SSHClient:
+def _login(stack: NativeStack, user: str, **auth):
+    import paramiko
+
     ssh = paramiko.SSHClient()
     ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
     ssh.load_host_keys(str(stack.sftp.client_home / ".ssh" / "known_hosts"))
@@ -125,6 +126,8 @@ def _login(stack: NativeStack, user: str, **auth) -> paramiko.SSHClient:
 
 
 def test_only_the_mlflow_servers_key_gets_in_and_only_to_sftp(sftp_stack, tmp_path) -> None:
+    import paramiko  # here, not at collection: the rest of the session never loads it
+
     key = paramiko.RSAKey.from_private_key_file(str(sftp_stack.sftp.client_home / ".ssh/id_rsa"))
     with pytest.raises(paramiko.AuthenticationException):
         _login(sftp_stack, SFTP_USER, password="anything")
