@@ -28,7 +28,7 @@ def log_runs(
     """`experiments` x `runs_per_experiment` finished runs (3 params, 2 metrics of
     METRIC_STEPS steps, 2 tags, one text artifact of about `artifact_kb` KB and one JSON);
     their run ids."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     run_ids = []
     filler = "x" * 1000
     for e in range(experiments):
@@ -74,7 +74,7 @@ class Writers:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        client = MlflowClient(self.tracking_uri)
+        client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         found = client.get_experiment_by_name(self.experiment)
         self.experiment_id = (
             found.experiment_id if found else client.create_experiment(self.experiment)
@@ -96,7 +96,7 @@ class Writers:
             thread.join(60)
 
     def _write(self, worker: int) -> None:
-        client = MlflowClient(self.tracking_uri)
+        client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         n = 0
         while not self._stop.is_set():
             try:

@@ -239,7 +239,7 @@ def test_the_restored_stack_serves_the_champion_and_keeps_its_logs(
     from mlflow.tracking import MlflowClient
 
     target, _ = restored
-    client = MlflowClient(target.config.tracking_uri)
+    client = MlflowClient(target.config.tracking_uri, registry_uri=target.config.tracking_uri)
     assert {v.version for v in client.search_model_versions(f"name='{MODEL}'")} == {"1", "2"}
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert client.get_run(champion.run_id).data.metrics

@@ -91,7 +91,7 @@ def _exists(stack: NativeStack, run_id: str) -> bool:
 def scene(stack: NativeStack):
     """Kept runs, a run deleted 40 days ago, one deleted today, an experiment deleted 40
     days ago (with runs) and one deleted today, each with files in the bucket."""
-    client = MlflowClient(stack.config.tracking_uri)
+    client = MlflowClient(stack.config.tracking_uri, registry_uri=stack.config.tracking_uri)
     tag = str(time.time_ns())
     keep_exp = client.create_experiment(f"gc-keep-{tag}")
     live = _run_with_files(client, keep_exp, "live")

@@ -65,7 +65,9 @@ def _chroot(stack: NativeStack) -> Path:
 def test_artifacts_land_on_the_sftp_server_and_load_back(sftp_stack, tmp_path, wine_csv_path):
     env = client_env(sftp_stack.config.tracking_uri, tmp_path, wine_csv_path)
     env["HOME"] = str(tmp_path / "home")  # a client with no ~/.ssh at all
-    client = MlflowClient(sftp_stack.config.tracking_uri)
+    client = MlflowClient(
+        sftp_stack.config.tracking_uri, registry_uri=sftp_stack.config.tracking_uri
+    )
     run = client.create_run(client.create_experiment("sftp-files"))
     client.log_text(run.info.run_id, "over sftp", "notes/hello.txt")
     on_disk = list(_chroot(sftp_stack).rglob("hello.txt"))
@@ -90,7 +92,9 @@ def test_a_server_with_another_host_key_is_refused(sftp_stack, tmp_path, monkeyp
                    check=True)  # fmt: skip
     other = " ".join((tmp_path / "impostor.pub").read_text().split()[:2])
     port = sftp_stack.config.sftp_port
-    client = MlflowClient(sftp_stack.config.tracking_uri)
+    client = MlflowClient(
+        sftp_stack.config.tracking_uri, registry_uri=sftp_stack.config.tracking_uri
+    )
     run_id = client.create_run(client.create_experiment("sftp-hostkey")).info.run_id
     try:
         # The pin now names a key the server does not have: as if another machine answered.

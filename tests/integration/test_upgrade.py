@@ -136,7 +136,7 @@ def test_a_store_made_by_an_older_mlflow_is_upgraded_once_with_a_backup(
         assert len(list((state / "backups").iterdir())) == 1
 
         # Everything is still there.
-        client = MlflowClient(stack.config.tracking_uri)
+        client = MlflowClient(stack.config.tracking_uri, registry_uri=stack.config.tracking_uri)
         for run_id, expected in logged["runs"].items():
             run = client.get_run(run_id)
             assert run.data.params["alpha"] == expected["alpha"]
