@@ -70,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dry-run", action="store_true", help="gc: say what would go, delete nothing")
     args = p.parse_args(argv)
+    _check_data_args(p, args)
+    return args
+
+
+def _check_data_args(p: OneLineErrorParser, args: argparse.Namespace) -> None:
+    """What argparse cannot check: each data command's required option, gc ages, gc hours."""
     needs = {"backup": ("to", "--to DIR"), "restore": ("source", "--from DIR"),
              "gc": ("older_than", "--older-than AGE (e.g. 30d)")}  # fmt: skip
     if args.command in needs and getattr(args, needs[args.command][0]) is None:
@@ -86,7 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 parse_age(age, flag)  # before anything is asked of the stack
         except StackUsageError as exc:
             p.error(str(exc))
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,14 @@ def plan(access: StoreAccess, older_than: timedelta) -> GcPlan:
             result.runs,
         )
         result.blocking = [f"{name}/{ver} (run {run})" for name, ver, run in blocking]
+    _logged_model_blocking(access, result)
+    return result
+
+
+def _logged_model_blocking(access: StoreAccess, result: GcPlan) -> None:
+    """Add to `result` the logged models of the experiments that go (their files) and the live
+    versions backed by a logged model that would go (blocking)."""
+    db = "mlflow"
     if result.experiments and has_table(access, db, "logged_models"):
         models = access.query(
             db,
@@ -133,7 +141,6 @@ def plan(access: StoreAccess, older_than: timedelta) -> GcPlan:
         result.blocking += [
             f"{n}/{v} (logged model {src.removeprefix('models:/')})" for n, v, src in backing
         ]
-    return result
 
 
 def bucket_prefix(location: str, destination_prefix: str) -> str | None:
